@@ -1,0 +1,211 @@
+"""critique-rl: command line.
+
+    critique-rl pipeline --out runs/demo [--seed 1] [--config toy] [key=value ...]
+    critique-rl warmstart --out runs/ws
+    critique-rl train --out runs/cgrpo model.name_or_path=runs/ws method=critique_grpo
+    critique-rl train --resume runs/cgrpo
+    critique-rl eval --model runs/cgrpo/checkpoints/step-000150
+    critique-rl report runs/a runs/b --out runs/cmp
+    critique-rl render --template arithmetic/critique_cot.jinja --example 0
+    critique-rl config show [PRESET]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from critique_rl.config import ConfigError, config_from_dict, describe, load_config
+
+
+def _load(args) -> "Config":  # noqa: F821
+    cfg = load_config(args.config, args.overrides)
+    if getattr(args, "seed", None) is not None:
+        cfg.seed = args.seed
+    return cfg
+
+
+def cmd_pipeline(args) -> int:
+    from critique_rl.pipeline import run_pipeline
+
+    cfg = _load(args)
+    summary = run_pipeline(cfg, Path(args.out))
+    print(json.dumps(summary, indent=2))
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def cmd_warmstart(args) -> int:
+    from critique_rl.pipeline import ensure_warm_start
+
+    cfg = _load(args)
+    path = ensure_warm_start(cfg, Path(args.out))
+    print(f"warm-start model saved to {path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from critique_rl.pipeline import run_training
+    from critique_rl.trainer import Trainer
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg_path = run_dir / "config.yaml"
+        if not cfg_path.is_file():
+            raise ConfigError(f"--resume {run_dir}: no config.yaml there; is this a run directory?")
+        cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+        if args.overrides:
+            raise ConfigError("--resume continues a run with its saved config; overrides are not accepted")
+        trainer = Trainer(cfg, run_dir)
+        step = trainer.resume()
+        print(f"resumed {run_dir} at step {step}")
+        final = trainer.train()
+    else:
+        if not args.out:
+            raise ConfigError("train needs --out RUN_DIR (or --resume RUN_DIR)")
+        cfg = _load(args)
+        run_dir = Path(args.out)
+        if (run_dir / "metrics.jsonl").exists():
+            raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+        final = run_training(cfg, run_dir)
+    print(json.dumps(final, indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from critique_rl.data import ProblemSource
+    from critique_rl.evaluate import greedy_pass1, sampled_pass_at_k
+    from critique_rl.modeling import load_policy
+    from critique_rl.rollout import HFEngine, SamplingParams
+    from critique_rl.templates import load_template
+
+    cfg = _load(args)
+    model, tokenizer = load_policy(args.model, cfg.model)
+    engine = HFEngine(model, tokenizer, cfg.rollout.generation_batch_size)
+    solve = load_template(cfg.prompts.solve)
+    source = ProblemSource(cfg.task, cfg.seed)
+    max_len, n, k = cfg.rollout.max_completion_length, cfg.eval.pass_n, cfg.eval.pass_k
+    params = SamplingParams(max_len, cfg.eval.temperature)
+    result = {}
+    for split, problems in (("easy", source.eval_easy), ("hard", source.eval_hard)):
+        result[f"{split}_pass1"] = greedy_pass1(engine, solve, problems, max_len)
+        result[f"{split}_pass@{k}"] = sampled_pass_at_k(engine, solve, problems, n, k, params)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from critique_rl.report import write_report
+
+    runs = {Path(d).name: Path(d) for d in args.runs}
+    out = Path(args.out or args.runs[0])
+    write_report(runs, out, args.k)
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def cmd_render(args) -> int:
+    from critique_rl.critics import CritiqueRequest, build_critic
+    from critique_rl.critics.base import default_template
+    from critique_rl.data import ProblemSource
+    from critique_rl.tasks.arithmetic import wrong_attempt
+    from critique_rl.templates import load_template
+    import random
+
+    cfg = _load(args)
+    source = ProblemSource(cfg.task, cfg.seed)
+    problem = (source.eval_hard + source.eval_easy)[args.example]
+    attempt = wrong_attempt(random.Random(args.example), problem)
+    critic_cfg = dataclasses.replace(cfg.critic, template=args.template) if args.template and "critique" in args.template else cfg.critic
+    [critique] = build_critic(critic_cfg, cfg.task.name).critique(
+        [CritiqueRequest(problem.question, attempt, str(problem.answer), False, problem)])
+    values = {"question": problem.question, "attempt": attempt, "critique": critique.text}
+    name = args.template or default_template(cfg.critic, cfg.task.name)
+    if "critique" in name:
+        print(critique.text)
+    else:
+        template = load_template(name)
+        print(template.render(**{k: v for k, v in values.items() if k in template.variables}), end="")
+    return 0
+
+
+def cmd_config(args) -> int:
+    cfg = load_config(args.preset, args.overrides)
+    if args.yaml:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    for key, value, default, help in describe(cfg):
+        mark = "" if value == default else f"   (default: {default!r})"
+        print(f"{key} = {value!r}{mark}\n    {help}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="critique-rl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p):
+        p.add_argument("--config", default="toy", help="preset name or YAML file [toy]")
+        p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=10 loss.gamma=0.2")
+        return p
+
+    p = with_config(sub.add_parser("pipeline", help="warm start, GRPO vs Critique-GRPO, evaluation, report"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_pipeline)
+
+    p = with_config(sub.add_parser("warmstart", help="train the tiny policy from scratch"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_warmstart)
+
+    p = with_config(sub.add_parser("train", help="RL from a policy (model.name_or_path)"))
+    p.add_argument("--out")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_train)
+
+    p = with_config(sub.add_parser("eval", help="greedy pass@1 and pass@k of a model on the held-out splits"))
+    p.add_argument("--model", required=True)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="plots, table and summary of one or more runs")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out")
+    p.add_argument("-k", type=int, default=4, help="k of pass@k in the table [4]")
+    p.set_defaults(func=cmd_report)
+
+    p = with_config(sub.add_parser("render", help="print what a template renders for an example problem"))
+    p.add_argument("--template", default="", help="template path or packaged name [the configured critique]")
+    p.add_argument("--example", type=int, default=0)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("config", help="config tools")
+    csub = p.add_subparsers(dest="action", required=True)
+    s = csub.add_parser("show", help="the resolved config with each field's description")
+    s.add_argument("preset", nargs="?", default="toy")
+    s.add_argument("overrides", nargs="*")
+    s.add_argument("--yaml", action="store_true", help="print plain YAML")
+    s.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"critique-rl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

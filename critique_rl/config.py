@@ -1,0 +1,311 @@
+"""One typed config for every command, loaded from YAML and overridable on the CLI.
+
+Every field carries its documentation in ``metadata["help"]``; ``critique-rl config show``
+prints it. Unknown keys and wrong types fail at load time with the key's dotted name and the
+closest valid key, before anything is trained.
+
+    >>> cfg = load_config("toy", overrides=["train.steps=10", "method=grpo"])
+    >>> cfg.train.steps, cfg.method
+    (10, 'grpo')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is wrong; the message names which and what was expected."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TaskConfig:
+    name: Literal["arithmetic"] = _f("arithmetic", "Built-in synthetic task: sums of `num_terms` numbers, one addition per step.")
+    num_terms: int = _f(3, "Numbers added per problem.")
+    min_operand: int = _f(10, "Smallest operand.")
+    max_operand: int = _f(99, "Largest operand.")
+    hard_threshold: int = _f(100, "Problems whose total is >= this are 'hard': their results never appear in warm-start solve data.")
+    train_hard_fraction: float = _f(0.5, "Share of hard problems among RL training prompts (the rest are easy, so the easy skill is rehearsed).")
+    eval_easy: int = _f(200, "Held-out easy problems for evaluation.")
+    eval_hard: int = _f(200, "Held-out hard problems for evaluation.")
+
+
+@dataclass
+class PromptsConfig:
+    solve: str = _f("arithmetic/solve.jinja", "Template of the solve prompt (variables: question). A path, or a name under the packaged prompts/.")
+    refine: str = _f("arithmetic/refine.jinja", "Template of the refine prompt (variables: question, attempt, critique).")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _f("", "Policy: a local directory or hub id loadable by AutoModelForCausalLM. Empty: the warm-start model of the run.")
+    torch_dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "Parameter dtype of the policy.")
+    trust_remote_code: bool = _f(False, "Allow model code from the checkpoint (off: only transformers' own architectures).")
+    device: str = _f("auto", "Torch device: 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1' ...")
+
+
+@dataclass
+class WarmStartConfig:
+    steps: int = _f(900, "Supervised steps training the tiny model from scratch.")
+    batch_size: int = _f(64, "Sequences per supervised step.")
+    learning_rate: float = _f(1e-3, "Peak AdamW learning rate (linear warmup, cosine decay to 10%).")
+    warmup_steps: int = _f(50, "Linear warmup steps.")
+    max_tokens_per_microbatch: int = _f(4096, "Token budget (padded) of one forward/backward; sequences are grouped by length.")
+    refine_fraction: float = _f(0.35, "Share of refinement transcripts (question, wrong attempt, critique -> correction) in the warm-start mix.")
+    hard_refine_fraction: float = _f(0.5, "Share of hard problems among refinement transcripts; solve transcripts are always easy.")
+    hidden_size: int = _f(128, "Tiny Qwen2 hidden size.")
+    num_layers: int = _f(4, "Tiny Qwen2 decoder layers.")
+    num_heads: int = _f(4, "Tiny Qwen2 attention heads.")
+    intermediate_size: int = _f(512, "Tiny Qwen2 MLP width.")
+    max_position_embeddings: int = _f(256, "Tiny Qwen2 context length (characters).")
+
+
+@dataclass
+class RolloutConfig:
+    engine: Literal["hf"] = _f("hf", "Generation engine: 'hf' (transformers generate, batched).")
+    num_generations: int = _f(7, "Initial samples per prompt (the GRPO group size before refinements).")
+    temperature: float = _f(1.0, "Sampling temperature for initial samples and refinements.")
+    top_p: float = _f(1.0, "Nucleus sampling threshold.")
+    max_completion_length: int = _f(48, "Maximum new tokens per completion.")
+    generation_batch_size: int = _f(256, "Sequences per generate call (bounds memory; all prompts of a phase go in as few calls as possible).")
+
+
+@dataclass
+class CriticConfig:
+    backend: Literal["rule"] = _f("rule", "Who writes critiques: 'rule' (the synthetic task's reference critic).")
+    critique_type: Literal["cot", "indicative", "ground_truth"] = _f("cot", "'cot' chain-of-thought critique; 'indicative' correct/incorrect; 'ground_truth' + the reference answer.")
+    template: str = _f("", "Critique template; empty: prompts/<task>/critique_<critique_type>.jinja.")
+
+
+@dataclass
+class RefineConfig:
+    refinements_per_group: int = _f(1, "At most this many refinements join each triggered group.")
+    refine_trigger: Literal["all_fail", "any_fail", "always"] = _f("all_fail", "Which groups are critiqued: 'all_fail' (paper: no correct sample), 'any_fail', 'always' (official code: every response).")
+    refinement_fallback: Literal["random", "first", "none"] = _f("random", "When no refinement of a group is correct: add a random one, the first one, or none.")
+
+
+@dataclass
+class LossConfig:
+    loss_type: Literal["grpo", "dapo", "dr_grpo"] = _f("dr_grpo", "'grpo' per-sequence mean; 'dapo' token mean over the batch; 'dr_grpo' sum / (sequences * max_completion_length).")
+    scale_rewards: Literal["none", "group"] = _f("none", "Advantage = reward - group mean, divided by the group std if 'group'.")
+    epsilon: float = _f(0.2, "Lower PPO clip range of the importance ratio (initial samples).")
+    epsilon_high: float = _f(0.2, "Upper PPO clip range (DAPO clip-higher: 0.28).")
+    clip: bool = _f(True, "PPO clipping on initial samples (the official code has none).")
+    gamma: float = _f(0.1, "Policy shaping f(p) = p / (p + gamma) on refinement tokens.")
+    entropy_coef: float = _f(0.0, "Entropy bonus coefficient (the official code uses 0.001).")
+    beta: float = _f(0.0, "k3 KL penalty to the frozen initial policy (0: no KL, no reference model kept).")
+    intervention: Literal["none", "clip_cov", "kl_cov", "gppo", "top_entropy_quantile"] = _f("none", "Entropy-collapse remedy applied to initial-sample tokens.")
+    clip_cov_ratio: float = _f(2e-4, "Clip-Cov: fraction of tokens whose gradient is detached.")
+    clip_cov_lb: float = _f(1.0, "Clip-Cov: lower covariance bound of candidate tokens.")
+    clip_cov_ub: float = _f(5.0, "Clip-Cov: upper covariance bound of candidate tokens.")
+    kl_cov_ratio: float = _f(2e-3, "KL-Cov: fraction (not percent) of tokens, by covariance, that get the KL penalty.")
+    kl_cov_coef: float = _f(1.0, "KL-Cov: penalty coefficient.")
+    gppo_dual_clip: float = _f(10.0, "GPPO: dual-clip constant c for negative advantages.")
+    top_entropy_quantile: float = _f(0.2, "Top-entropy updates: share of highest-entropy tokens that carry gradient.")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = _f(150, "RL steps (one rollout batch each).")
+    prompts_per_step: int = _f(16, "Prompts per rollout batch.")
+    learning_rate: float = _f(2e-4, "AdamW learning rate (constant).")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    num_iterations: int = _f(1, "Passes over each rollout batch (old log-probs computed once per batch).")
+    mini_batches: int = _f(1, "Optimizer steps per pass: the batch is split into this many mini-batches of whole groups.")
+    max_tokens_per_microbatch: int = _f(16384, "Token budget (padded) of one forward/backward; bounds memory whatever the lengths.")
+    save_every: int = _f(50, "Checkpoint every this many steps (and at the end).")
+    keep_last: int = _f(2, "Checkpoints kept; older ones are pruned.")
+    samples_per_step: int = _f(2, "Groups per step written to samples.jsonl (question, attempts, critiques, refinements).")
+
+
+@dataclass
+class EvalConfig:
+    every: int = _f(25, "Evaluate greedy pass@1 on the held-out splits every this many RL steps (0: only at the end).")
+    pass_n: int = _f(8, "Samples per problem for sampled pass@k at the end.")
+    pass_k: int = _f(4, "k of the unbiased pass@k estimator 1 - C(n-c,k)/C(n,k).")
+    temperature: float = _f(1.0, "Sampling temperature for pass@k.")
+
+
+@dataclass
+class PipelineConfig:
+    equal_compute: bool = _f(True, "Also run GRPO for the wall-clock time Critique-GRPO took (more steps).")
+
+
+@dataclass
+class Config:
+    method: Literal["grpo", "critique_grpo"] = _f("critique_grpo", "'grpo': refinement off; 'critique_grpo': critique failures, refine, mix refinements into groups.")
+    seed: int = _f(0, "Seed of data, sampling and initialisation.")
+    task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "The synthetic reasoning task."})
+    prompts: PromptsConfig = field(default_factory=PromptsConfig, metadata={"help": "Jinja templates of the policy's prompts."})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The policy model."})
+    warmstart: WarmStartConfig = field(default_factory=WarmStartConfig, metadata={"help": "Supervised warm start of the tiny model."})
+    rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "Sampling of completions and refinements."})
+    critic: CriticConfig = field(default_factory=CriticConfig, metadata={"help": "The critic of failed attempts."})
+    refine: RefineConfig = field(default_factory=RefineConfig, metadata={"help": "Which groups get refinements and which refinements join."})
+    loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "Advantages, policy loss and entropy interventions."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "The RL optimisation loop."})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Held-out evaluation."})
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig, metadata={"help": "The end-to-end pipeline."})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS_PACKAGE = "critique_rl.presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(PRESETS_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(source: str) -> tuple[dict[str, Any], str]:
+    """Read a preset name or a YAML path; return its mapping and a name for messages."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {source!r} does not exist (presets: {', '.join(preset_names())})")
+        text, where = path.read_text(), str(path)
+    else:
+        res = resources.files(PRESETS_PACKAGE) / f"{source}.yaml"
+        if not res.is_file():
+            raise ConfigError(f"unknown preset {source!r}; presets: {', '.join(preset_names())}, or a path to a .yaml file")
+        text, where = res.read_text(), f"preset {source}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: malformed YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of config sections, got {type(data).__name__}")
+    return data, where
+
+
+def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"{where}: {key} = {value!r}; expected one of {', '.join(map(repr, choices))}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} = {value!r}; expected true or false")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {key} = {value!r}; expected an integer")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {key} = {value!r}; expected a number")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} = {value!r}; expected a string")
+        return value
+    raise TypeError(f"config field {key} has an unsupported annotation {annotation!r}")
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str, where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (valid: {', '.join(names)})"
+            raise ConfigError(f"{where}: unknown key {dotted!r}{hint}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {dotted} must be a mapping of its fields, got {value!r}")
+            _apply(current, value, f"{dotted}.", where)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], dotted, where))
+
+
+def _parse_override(item: str) -> dict[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key.path=value, e.g. train.steps=10")
+    path, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = path.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    problems = []
+    if cfg.rollout.num_generations < 2 and cfg.method == "grpo":
+        problems.append("rollout.num_generations must be >= 2 for GRPO (a group of one has zero advantage)")
+    if cfg.eval.pass_k > cfg.eval.pass_n:
+        problems.append(f"eval.pass_k ({cfg.eval.pass_k}) must be <= eval.pass_n ({cfg.eval.pass_n})")
+    if cfg.train.prompts_per_step % cfg.train.mini_batches:
+        problems.append(f"train.prompts_per_step ({cfg.train.prompts_per_step}) must be divisible by train.mini_batches ({cfg.train.mini_batches})")
+    if not 0 <= cfg.task.train_hard_fraction <= 1:
+        problems.append("task.train_hard_fraction must be in [0, 1]")
+    if cfg.task.min_operand < 0 or cfg.task.max_operand < cfg.task.min_operand:
+        problems.append("task needs 0 <= min_operand <= max_operand")
+    for name in ("steps", "prompts_per_step", "num_iterations", "mini_batches", "keep_last", "max_tokens_per_microbatch"):
+        if getattr(cfg.train, name) < 1:
+            problems.append(f"train.{name} must be >= 1")
+    if cfg.loss.gamma <= 0:
+        problems.append("loss.gamma must be > 0")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> Config:
+    cfg = Config()
+    _apply(cfg, data, "", where)
+    validate(cfg)
+    return cfg
+
+
+def load_config(source: str = "toy", overrides: list[str] | None = None) -> Config:
+    """Load a preset name or YAML file, then apply dotted ``key=value`` overrides in order."""
+    data, where = _read_yaml(source)
+    cfg = Config()
+    _apply(cfg, data, "", where)
+    for item in overrides or []:
+        _apply(cfg, _parse_override(item), "", f"override {item!r}")
+    validate(cfg)
+    return cfg
+
+
+def describe(cfg: Config) -> list[tuple[str, Any, Any, str]]:
+    """(dotted key, value, default, help) for every leaf field, for `config show` and docs."""
+    rows = []
+
+    def walk(obj: Any, default: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value, dflt = getattr(obj, f.name), getattr(default, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, dflt, f"{prefix}{f.name}.")
+            else:
+                rows.append((f"{prefix}{f.name}", value, dflt, f.metadata["help"]))
+
+    walk(cfg, Config(), "")
+    return rows

@@ -1,0 +1,119 @@
+"""The built-in synthetic reasoning task: add a few numbers, one addition per step.
+
+    question  47+38+29
+    solution  47+38=85; 85+29=114; answer 114
+
+A problem is *easy* when its total is below ``hard_threshold`` and *hard* otherwise. The warm
+start shows the policy solutions of easy problems only, so hard problems need results with
+more digits than any solution it has seen: after warm start it solves easy problems and
+almost never hard ones, which is the plateau GRPO cannot leave (all-fail groups).
+
+Refinement transcripts (question, wrong attempt, critique -> corrected solution) on easy and
+hard problems teach the policy to *use* a critique; this is what a real LLM brings with it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from critique_rl.config import TaskConfig
+
+STEP_SEPARATOR = "; "
+_ANSWER = re.compile(r"answer (-?\d+)")
+
+
+@dataclass(frozen=True)
+class Problem:
+    question: str
+    operands: tuple[int, ...]
+    answer: int
+
+    @property
+    def reference_steps(self) -> list[str]:
+        """The reference solution as steps, the final 'answer N' included."""
+        steps, total = [], self.operands[0]
+        for x in self.operands[1:]:
+            steps.append(f"{total}+{x}={total + x}")
+            total += x
+        return steps + [f"answer {total}"]
+
+    @property
+    def solution(self) -> str:
+        return STEP_SEPARATOR.join(self.reference_steps)
+
+
+def problem_from_operands(operands: tuple[int, ...]) -> Problem:
+    return Problem("+".join(map(str, operands)), tuple(operands), sum(operands))
+
+
+def is_hard(problem: Problem, cfg: TaskConfig) -> bool:
+    return problem.answer >= cfg.hard_threshold
+
+
+def sample_problem(rng: random.Random, cfg: TaskConfig, hard: bool) -> Problem:
+    """Rejection-sample operands until the total falls in the requested difficulty."""
+    reachable = cfg.num_terms * cfg.max_operand >= cfg.hard_threshold if hard else cfg.num_terms * cfg.min_operand < cfg.hard_threshold
+    if not reachable:
+        raise ValueError(f"task config cannot produce {'hard' if hard else 'easy'} problems: "
+                         f"{cfg.num_terms} terms in [{cfg.min_operand}, {cfg.max_operand}] vs hard_threshold {cfg.hard_threshold}")
+    while True:
+        operands = tuple(rng.randint(cfg.min_operand, cfg.max_operand) for _ in range(cfg.num_terms))
+        problem = problem_from_operands(operands)
+        if is_hard(problem, cfg) == hard:
+            return problem
+
+
+def extract_answer(completion: str) -> int | None:
+    """The number after the last 'answer', or None when there is none."""
+    found = _ANSWER.findall(completion)
+    return int(found[-1]) if found else None
+
+
+def verify(problem_answer: int, completion: str) -> float:
+    """Binary correctness of the final answer."""
+    return 1.0 if extract_answer(completion) == problem_answer else 0.0
+
+
+@dataclass(frozen=True)
+class StepCheck:
+    index: int       # 1-based position in the solution
+    text: str        # what the attempt wrote there ('' when missing)
+    expected: str    # what the reference has there
+    ok: bool
+
+
+def check_steps(problem: Problem, attempt: str) -> list[StepCheck]:
+    """Walk the attempt step by step against the reference, up to and including the first error."""
+    written = [s.strip() for s in attempt.strip().split(";")]
+    checks = []
+    for i, expected in enumerate(problem.reference_steps):
+        text = written[i] if i < len(written) else ""
+        checks.append(StepCheck(i + 1, text, expected, text == expected))
+        if text != expected:
+            break
+    return checks
+
+
+def wrong_attempt(rng: random.Random, problem: Problem) -> str:
+    """A plausible wrong solution: one addition goes wrong and the error propagates.
+
+    The errors mimic a model that has not learned a skill: a dropped leading digit on results
+    with more digits than usual, or an off-by-a-few/tens slip.
+    """
+    operands = problem.operands
+    bad = rng.randrange(len(operands) - 1)
+    steps, total = [], operands[0]
+    for i, x in enumerate(operands[1:]):
+        result = total + x
+        if i == bad:
+            if result >= 100 and rng.random() < 0.5:
+                wrong = int(str(result)[1:])
+            else:
+                wrong = result + rng.choice([-10, -2, -1, 1, 2, 10])
+                wrong = wrong if wrong >= 0 and wrong != result else result + 1
+            result = wrong
+        steps.append(f"{total}+{x}={result}")
+        total = result
+    return STEP_SEPARATOR.join(steps + [f"answer {total}"])

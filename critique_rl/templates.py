@@ -1,0 +1,100 @@
+"""Prompt templates: Jinja files under prompts/, rendered in a sandbox with StrictUndefined.
+
+Values (questions, attempts, critiques) are inserted as data, never evaluated as template
+code, so an attempt containing ``{{ x }}`` appears literally. A missing variable, a syntax
+error or an unsafe attribute access stops with the template's path, line and the cause.
+
+    >>> t = load_template("arithmetic/solve.jinja")
+    >>> t.render(question="1+2+3")
+    '1+2+3\\n'
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+PROMPTS_PACKAGE = "critique_rl.prompts"
+
+
+class TemplateError(ValueError):
+    """A template cannot be found, parsed or rendered; the message says where and why."""
+
+
+def packaged_prompts_dir() -> Path:
+    return Path(str(resources.files(PROMPTS_PACKAGE)))
+
+
+def resolve_template_path(name: str) -> Path:
+    """A path as given (absolute or relative to the working directory), else a packaged template."""
+    given = Path(name)
+    if given.is_file():
+        return given.resolve()
+    packaged = packaged_prompts_dir() / name
+    if packaged.is_file():
+        return packaged
+    raise TemplateError(f"template {name!r} not found: neither a file nor a packaged template under {packaged_prompts_dir()}")
+
+
+def _environment(directory: Path) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(directory)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def _template_line(path: Path) -> int | None:
+    """The template line where the exception being handled was raised (Jinja rewrites tracebacks)."""
+    tb = sys.exc_info()[2]
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == str(path):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+class PromptTemplate:
+    def __init__(self, name: str):
+        self.path = resolve_template_path(name)
+        env = _environment(self.path.parent)
+        source = self.path.read_text()
+        try:
+            self.variables = jinja2.meta.find_undeclared_variables(env.parse(source))
+            self._template = env.get_template(self.path.name)
+        except jinja2.TemplateSyntaxError as err:
+            raise TemplateError(f"{self.path}:{err.lineno}: template syntax error: {err.message}") from None
+        self._lines = source.splitlines()
+
+    def _line_of(self, variable: str) -> int | None:
+        return next((i + 1 for i, text in enumerate(self._lines) if variable in text), None)
+
+    def render(self, **values: Any) -> str:
+        missing = sorted(self.variables - values.keys())
+        if missing:
+            var = missing[0]
+            raise TemplateError(
+                f"{self.path}:{self._line_of(var)}: template variable {var!r} is not provided; "
+                f"this template receives: {', '.join(sorted(values)) or 'nothing'}")
+        try:
+            return self._template.render(**values)
+        except SecurityError as err:
+            raise TemplateError(f"{self.path}:{_template_line(self.path)}: unsafe operation refused by the sandbox: {err}") from None
+        except jinja2.UndefinedError as err:
+            raise TemplateError(f"{self.path}:{_template_line(self.path)}: undefined value: {err.message}; "
+                                f"this template receives: {', '.join(sorted(values))}") from None
+
+    def __repr__(self) -> str:
+        return f"PromptTemplate({str(self.path)!r})"
+
+
+def load_template(name: str) -> PromptTemplate:
+    return PromptTemplate(name)

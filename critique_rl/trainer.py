@@ -1,0 +1,361 @@
+"""The RL loop: sample -> verify -> critique -> refine -> mix -> loss -> update -> log.
+
+Read ``Trainer.step`` top to bottom; the math lives in ``algos`` and the choices in ``refine``.
+``method: grpo`` runs the same code with the critique/refine phases switched off.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from critique_rl import algos
+from critique_rl.batching import pad_sequences, sequence_logits, token_budget_microbatches
+from critique_rl.checkpoint import latest_checkpoint, restore_rng, rng_state, save_checkpoint
+from critique_rl.config import Config
+from critique_rl.critics import CritiqueRequest, build_critic
+from critique_rl.data import ProblemSource
+from critique_rl.evaluate import greedy_pass1, sampled_pass_at_k
+from critique_rl.metrics import MetricsLogger, one_line_summary
+from critique_rl.modeling import load_policy
+from critique_rl.refine import attempts_to_critique, choose_refinements, groups_to_refine
+from critique_rl.rewards import arithmetic_reward
+from critique_rl.rollout import HFEngine, SamplingParams
+from critique_rl.tasks.arithmetic import Problem, is_hard
+from critique_rl.templates import load_template
+
+
+@dataclass
+class Member:
+    """One trained response of a group; refinements carry the plain solve prompt."""
+
+    group: int
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    reward: float
+    is_refinement: bool
+
+
+@dataclass
+class Rollout:
+    members: list[Member]
+    metrics: dict[str, float]
+    samples: list[dict] = field(default_factory=list)     # human-readable record of some groups
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, show_progress: bool = True):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.show_progress = show_progress
+        self.model, self.tokenizer = load_policy(cfg.model.name_or_path, cfg.model)
+        self.engine = HFEngine(self.model, self.tokenizer, cfg.rollout.generation_batch_size)
+        self.solve_template = load_template(cfg.prompts.solve)
+        self.refine_template = load_template(cfg.prompts.refine)
+        self.critic = build_critic(cfg.critic, cfg.task.name) if cfg.method == "critique_grpo" else None
+        self.source = ProblemSource(cfg.task, cfg.seed)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.learning_rate,
+                                           weight_decay=cfg.train.weight_decay)
+        self.reference = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.loss.beta > 0 else None
+        self.step_index = 0
+        self.rng = random.Random(f"{cfg.seed}/refine")
+        self.loss_generator = torch.Generator().manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.logger = MetricsLogger(run_dir)
+        self.check_templates()
+
+    def check_templates(self) -> None:
+        """Render every template once on a sample so a typo fails before any training."""
+        p = self.source.train_batch(0, 1)[0]
+        self.solve_template.render(question=p.question)
+        if self.critic is not None:
+            [c] = self.critic.critique([CritiqueRequest(p.question, p.solution, str(p.answer), True, p)])
+            self.refine_template.render(question=p.question, attempt=p.solution, critique=c.text)
+
+    # ------------------------------------------------------------------ rollout
+    def sampling(self) -> SamplingParams:
+        r = self.cfg.rollout
+        return SamplingParams(r.max_completion_length, r.temperature, r.top_p)
+
+    def collect(self, problems: list[Problem]) -> Rollout:
+        cfg, tok = self.cfg, self.tokenizer
+        n = cfg.rollout.num_generations
+        timings: dict[str, float] = {}
+
+        t = time.perf_counter()
+        solve_prompts = [self.solve_template.render(question=p.question) for p in problems]
+        samples = self.engine.generate(solve_prompts, n, self.sampling())            # [P][n]
+        timings["time/sample"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        rewards = [arithmetic_reward(solve_prompts[g:g + 1] * n, [s.text for s in samples[g]], answer=[p.answer] * n)
+                   for g, p in enumerate(problems)]                                    # [P][n]
+        timings["time/verify"] = time.perf_counter() - t
+
+        members = [Member(g, s.prompt_ids, s.completion_ids, r, False)
+                   for g in range(len(problems)) for s, r in zip(samples[g], rewards[g])]
+        records = [{"question": p.question, "answer": p.answer,
+                    "attempts": [{"text": s.text, "reward": r} for s, r in zip(samples[g], rewards[g])]}
+                   for g, p in enumerate(problems)]
+        metrics = self.rollout_metrics(problems, samples, rewards)
+        if self.critic is not None:
+            refined, refine_metrics = self.critique_and_refine(problems, samples, rewards, records, timings)
+            members += refined
+            metrics.update(refine_metrics)
+        metrics.update(timings)
+        return Rollout(members, metrics, records[:cfg.train.samples_per_step])
+
+    def critique_and_refine(self, problems, samples, rewards, records, timings):
+        """Critique failures of triggered groups, refine, and pick the refinements that join."""
+        cfg, n = self.cfg, self.cfg.rollout.num_generations
+        triggered = groups_to_refine(rewards, cfg.refine.refine_trigger)
+        targets = [(g, i) for g in triggered for i in attempts_to_critique(rewards[g], cfg.refine.refine_trigger)]
+
+        t = time.perf_counter()
+        requests = [CritiqueRequest(problems[g].question, samples[g][i].text, str(problems[g].answer),
+                                    rewards[g][i] > 0, problems[g]) for g, i in targets]
+        critiques = self.critic.critique(requests)
+        timings["time/critique"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        refine_prompts = [self.refine_template.render(question=r.question, attempt=r.attempt, critique=c.text)
+                          for r, c in zip(requests, critiques)]
+        refinements = [o[0] for o in self.engine.generate(refine_prompts, 1, self.sampling())]
+        refine_rewards = arithmetic_reward(refine_prompts, [r.text for r in refinements],
+                                           answer=[problems[g].answer for g, _ in targets])
+        timings["time/refine"] = time.perf_counter() - t
+
+        by_group: dict[int, list[int]] = {}
+        for j, (g, _) in enumerate(targets):
+            by_group.setdefault(g, []).append(j)
+        members, rescued = [], 0
+        for g, js in by_group.items():
+            chosen = choose_refinements([refine_rewards[j] for j in js], cfg.refine.refinements_per_group,
+                                        cfg.refine.refinement_fallback, self.rng)
+            solve_ids = samples[g][0].prompt_ids
+            for c in chosen:
+                j = js[c]
+                # Trained as a response to the plain question: the critique is not in its context.
+                members.append(Member(g, solve_ids, refinements[j].completion_ids, refine_rewards[j], True))
+            if any(refine_rewards[js[c]] > 0 for c in chosen) and all(r <= 0 for r in rewards[g]):
+                rescued += 1
+            records[g]["refinements"] = [
+                {"attempt_index": targets[j][1], "critique": critiques[j].text, "text": refinements[j].text,
+                 "reward": refine_rewards[j], "chosen": k in chosen} for k, j in enumerate(js)]
+        metrics = {
+            "refine/triggered_groups": float(len(triggered)),
+            "refine/critiques": float(len(targets)),
+            "refine/success_rate": sum(refine_rewards) / len(refine_rewards) if refine_rewards else 0.0,
+            "refine/groups_rescued": float(rescued),
+            "refine/added": float(len(members)),
+            **self.critic.metrics(),
+        }
+        return members, metrics
+
+    def rollout_metrics(self, problems, samples, rewards) -> dict[str, float]:
+        flat = np.array(rewards, dtype=float)                                             # (P, n)
+        hard = np.array([is_hard(p, self.cfg.task) for p in problems])
+        lengths = [len(s.completion_ids) for group in samples for s in group]
+        truncated = [s.truncated for group in samples for s in group]
+        return {
+            "reward": float(flat.mean()),
+            "reward_std": float(flat.std(axis=1).mean()),
+            "frac_reward_zero_std": float((flat.std(axis=1) == 0).mean()),
+            "frac_all_fail": float((flat.max(axis=1) <= 0).mean()),
+            "accuracy/train_easy": float(flat[~hard].mean()) if (~hard).any() else float("nan"),
+            "accuracy/train_hard": float(flat[hard].mean()) if hard.any() else float("nan"),
+            "completions/mean_length": float(np.mean(lengths)),
+            "completions/clipped_ratio": float(np.mean(truncated)),
+        }
+
+    # ------------------------------------------------------------------ update
+    def loss_kwargs(self) -> dict:
+        L = self.cfg.loss
+        return dict(loss_type=L.loss_type, max_completion_length=self.cfg.rollout.max_completion_length,
+                    epsilon=L.epsilon, epsilon_high=L.epsilon_high, clip=L.clip, gamma=L.gamma,
+                    entropy_coef=L.entropy_coef, beta=L.beta, intervention=L.intervention,
+                    clip_cov_ratio=L.clip_cov_ratio, clip_cov_lb=L.clip_cov_lb, clip_cov_ub=L.clip_cov_ub,
+                    kl_cov_ratio=L.kl_cov_ratio, kl_cov_coef=L.kl_cov_coef, gppo_dual_clip=L.gppo_dual_clip,
+                    top_entropy_quantile=L.top_entropy_quantile, generator=self.loss_generator)
+
+    def forward(self, model, members: list[Member]):
+        """Token log-probs and entropies of completions: (b, T-1) each, plus the completion mask."""
+        input_ids, attention_mask, completion_mask = pad_sequences(
+            [m.prompt_ids for m in members], [m.completion_ids for m in members], self.tokenizer.pad_token_id)
+        device = self.model.device
+        logits = sequence_logits(model, input_ids.to(device), attention_mask.to(device))     # (b, T-1, V)
+        logp, entropy = algos.token_logprobs_and_entropy(logits, input_ids[:, 1:].to(device), self.cfg.rollout.temperature)
+        return logp, entropy, completion_mask[:, 1:].to(device)
+
+    def microbatches(self, indices: list[int], members: list[Member]) -> list[list[int]]:
+        lengths = [len(members[i].prompt_ids) + len(members[i].completion_ids) for i in indices]
+        return [[indices[j] for j in mb] for mb in token_budget_microbatches(lengths, self.cfg.train.max_tokens_per_microbatch)]
+
+    @torch.no_grad()
+    def score(self, model, members: list[Member]) -> list[torch.Tensor]:
+        """Per-member token log-probs under ``model`` (old policy or reference), computed once per batch."""
+        out: list[torch.Tensor] = [torch.empty(0)] * len(members)
+        for mb in self.microbatches(list(range(len(members))), members):
+            logp, _, mask = self.forward(model, [members[i] for i in mb])
+            for row, i in enumerate(mb):
+                out[i] = logp[row]
+        return out
+
+    def optimize(self, members: list[Member]) -> dict[str, float]:
+        cfg = self.cfg
+        rewards = torch.tensor([m.reward for m in members])
+        groups = torch.tensor([m.group for m in members])
+        advantages = algos.group_advantages(rewards, groups, cfg.loss.scale_rewards)         # (N,)
+        on_policy = cfg.train.num_iterations == 1 and cfg.train.mini_batches == 1
+        old_logp = None if on_policy else self.score(self.model, members)
+        ref_logp = self.score(self.reference, members) if self.reference is not None else None
+
+        group_ids = sorted({m.group for m in members})
+        per_mini = len(group_ids) // cfg.train.mini_batches
+        stats: dict[str, list[float]] = {}
+        entropies, masks, refine_flags, logps, advs = [], [], [], [], []
+        for iteration in range(cfg.train.num_iterations):
+            order = list(group_ids)
+            if cfg.train.mini_batches > 1:
+                self.rng.shuffle(order)
+            for k in range(cfg.train.mini_batches):
+                mini_groups = set(order[k * per_mini:(k + 1) * per_mini])
+                mini = [i for i, m in enumerate(members) if m.group in mini_groups]
+                num_tokens = float(sum(len(members[i].completion_ids) for i in mini))
+                self.optimizer.zero_grad(set_to_none=True)
+                for mb in self.microbatches(mini, members):
+                    batch = [members[i] for i in mb]
+                    logp, entropy, mask = self.forward(self.model, batch)                    # (b, T-1)
+                    width = logp.shape[1]
+                    old = logp.detach() if old_logp is None else _stack([old_logp[i] for i in mb], width)
+                    ref = None if ref_logp is None else _stack([ref_logp[i] for i in mb], width)
+                    is_refinement = torch.tensor([m.is_refinement for m in batch], device=logp.device)
+                    loss, metrics = algos.policy_loss(
+                        logp, old, advantages[mb].to(logp.device), mask, is_refinement,
+                        num_sequences=float(len(mini)), num_tokens=num_tokens, entropy=entropy, ref_logp=ref,
+                        **self.loss_kwargs())
+                    loss.backward()
+                    _accumulate(stats, {"loss": loss.item(), **metrics}, weight=len(mb) / len(mini))
+                    if iteration == 0:
+                        entropies.append(entropy.detach().cpu())
+                        masks.append(mask.cpu())
+                        refine_flags.append(is_refinement.cpu())
+                        logps.append(logp.detach().cpu())
+                        advs.append(advantages[mb])
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
+                self.optimizer.step()
+                _accumulate(stats, {"grad_norm": grad_norm.item()}, weight=1.0 / cfg.train.mini_batches)
+        metrics = {k: v / cfg.train.num_iterations for k, v in ((k, sum(v)) for k, v in stats.items())}
+        metrics.update(self.entropy_metrics(entropies, masks, refine_flags, logps, advs))
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        return metrics
+
+    @staticmethod
+    def entropy_metrics(entropies, masks, refine_flags, logps, advs) -> dict[str, float]:
+        width = max(e.shape[1] for e in entropies)
+        entropy = torch.cat([_pad(e, width) for e in entropies])
+        mask = torch.cat([_pad(m, width) for m in masks])
+        logp = torch.cat([_pad(x, width) for x in logps])
+        refined = torch.cat(refine_flags)
+        adv = torch.cat(advs)
+        initial_mask = mask * (~refined).float()[:, None]
+        out = algos.entropy_stats(entropy, initial_mask)
+        out["entropy"] = out["entropy/token_mean"]
+        out["entropy/refine_token_mean"] = algos.entropy_stats(entropy, mask * refined.float()[:, None])["entropy/token_mean"]
+        out["entropy/cov_logp_adv"] = algos.logp_advantage_cov(logp, adv, initial_mask)
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, final: bool = False) -> dict[str, float]:
+        cfg, solve = self.cfg, self.solve_template
+        max_len = cfg.rollout.max_completion_length
+        out = {"eval/easy_pass1": greedy_pass1(self.engine, solve, self.source.eval_easy, max_len),
+               "eval/hard_pass1": greedy_pass1(self.engine, solve, self.source.eval_hard, max_len)}
+        if final:
+            params = SamplingParams(max_len, cfg.eval.temperature, 1.0)
+            n, k = cfg.eval.pass_n, cfg.eval.pass_k
+            out[f"eval/easy_pass@{k}"] = sampled_pass_at_k(self.engine, solve, self.source.eval_easy, n, k, params)
+            out[f"eval/hard_pass@{k}"] = sampled_pass_at_k(self.engine, solve, self.source.eval_hard, n, k, params)
+        return out
+
+    # ------------------------------------------------------------------ the loop
+    def step(self) -> dict[str, float]:
+        problems = self.source.train_batch(self.step_index, self.cfg.train.prompts_per_step)
+        rollout = self.collect(problems)                       # sample, verify, critique, refine, mix
+        t = time.perf_counter()
+        metrics = {**rollout.metrics, **self.optimize(rollout.members)}
+        metrics["time/train"] = time.perf_counter() - t
+        self.step_index += 1
+        self.logger.samples(self.step_index, rollout.samples)
+        return metrics
+
+    def train(self) -> dict[str, float]:
+        cfg = self.cfg
+        if self.step_index == 0:
+            self.logger.log({"step": 0, **self.evaluate()})
+        bar = tqdm(total=cfg.train.steps, initial=self.step_index, desc=f"{cfg.method}", disable=not self.show_progress,
+                   mininterval=2.0)
+        while self.step_index < cfg.train.steps:
+            t = time.perf_counter()
+            metrics = self.step()
+            metrics["time/step"] = time.perf_counter() - t
+            if cfg.eval.every and self.step_index % cfg.eval.every == 0:
+                metrics.update(self.evaluate())
+            metrics["step"] = self.step_index
+            self.logger.log(metrics)
+            bar.update(1)
+            if self.show_progress:
+                bar.write(one_line_summary(metrics))
+            if self.step_index % cfg.train.save_every == 0 or self.step_index == cfg.train.steps:
+                self.save()
+        bar.close()
+        final = {**self.evaluate(final=True), "step": self.step_index}
+        (self.run_dir / "final_eval.json").write_text(json.dumps(final, indent=2))
+        return final
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> Path:
+        state = {"step": self.step_index, "optimizer": self.optimizer.state_dict(),
+                 "rng": rng_state(), "refine_rng": self.rng.getstate(),
+                 "loss_generator": self.loss_generator.get_state()}
+        return save_checkpoint(self.run_dir, self.step_index, self.model, self.tokenizer, state, self.cfg.train.keep_last)
+
+    def resume(self) -> int:
+        """Continue from the newest complete checkpoint; returns its step."""
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            raise FileNotFoundError(f"{self.run_dir}: no complete checkpoint under checkpoints/ to resume from")
+        model, _ = load_policy(str(path), self.cfg.model)
+        self.model.load_state_dict(model.state_dict())
+        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_index = state["step"]
+        self.rng.setstate(state["refine_rng"])
+        self.loss_generator.set_state(state["loss_generator"])
+        restore_rng(state["rng"])
+        self.logger.truncate_after(self.step_index)
+        return self.step_index
+
+
+def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]))
+
+
+def _stack(rows: list[torch.Tensor], width: int) -> torch.Tensor:
+    """Rows scored in other micro-batches, cut or zero-padded to this micro-batch's width."""
+    return torch.stack([torch.nn.functional.pad(r, (0, max(0, width - r.shape[0])))[:width] for r in rows])
+
+
+def _accumulate(stats: dict[str, list[float]], values: dict[str, float], weight: float) -> None:
+    for k, v in values.items():
+        stats.setdefault(k, []).append(v * weight)

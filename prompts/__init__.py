@@ -1,0 +1,1 @@
+"""Packaged prompt templates (Jinja files); installed as ``critique_rl.prompts``."""
