@@ -7,6 +7,7 @@
     critique-rl eval --model runs/cgrpo/checkpoints/step-000150
     critique-rl report runs/a runs/b --out runs/cmp
     critique-rl render --template arithmetic/critique_cot.jinja --example 0
+    critique-rl render --critic-prompt critic.backend=openai critic.api=completions
     critique-rl config show [PRESET]
 """
 
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from critique_rl.config import ConfigError, config_from_dict, describe, load_config
+from critique_rl.config import ConfigError, apply_overrides, config_from_dict, describe, load_config
+from critique_rl.critics.base import CriticAuthError
 
 
 def _load(args) -> "Config":  # noqa: F821
@@ -50,7 +52,7 @@ def cmd_warmstart(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from critique_rl.pipeline import run_training
+    from critique_rl.pipeline import run_training, save_config
     from critique_rl.trainer import Trainer
 
     if args.resume:
@@ -59,8 +61,9 @@ def cmd_train(args) -> int:
         if not cfg_path.is_file():
             raise ConfigError(f"--resume {run_dir}: no config.yaml there; is this a run directory?")
         cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
-        if args.overrides:
-            raise ConfigError("--resume continues a run with its saved config; overrides are not accepted")
+        # Overrides on resume extend or adjust the run, e.g. train.steps=300 to train longer.
+        cfg = apply_overrides(cfg, args.overrides)
+        save_config(cfg, run_dir)
         trainer = Trainer(cfg, run_dir)
         step = trainer.resume()
         print(f"resumed {run_dir} at step {step}")
@@ -121,9 +124,15 @@ def cmd_render(args) -> int:
     source = ProblemSource(cfg.task, cfg.seed)
     problem = (source.eval_hard + source.eval_easy)[args.example]
     attempt = wrong_attempt(random.Random(args.example), problem)
+    request = CritiqueRequest(problem.question, attempt, str(problem.answer), False, problem)
+    if args.critic_prompt:
+        from critique_rl.critics.prompting import CriticPrompt
+
+        prompt = CriticPrompt(cfg.critic, cfg.task.name).render(request)
+        print(prompt if isinstance(prompt, str) else json.dumps(prompt, indent=2, ensure_ascii=False) + "\n", end="")
+        return 0
     critic_cfg = dataclasses.replace(cfg.critic, template=args.template) if args.template and "critique" in args.template else cfg.critic
-    [critique] = build_critic(critic_cfg, cfg.task.name).critique(
-        [CritiqueRequest(problem.question, attempt, str(problem.answer), False, problem)])
+    [critique] = build_critic(critic_cfg, cfg.task.name).critique([request])
     values = {"question": problem.question, "attempt": attempt, "critique": critique.text}
     name = args.template or default_template(cfg.critic, cfg.task.name)
     if "critique" in name:
@@ -183,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("render", help="print what a template renders for an example problem"))
     p.add_argument("--template", default="", help="template path or packaged name [the configured critique]")
     p.add_argument("--example", type=int, default=0)
+    p.add_argument("--critic-prompt", action="store_true",
+                   help="print the exact input of a model critic (openai, hf, self): chat messages as JSON, or the completions text")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("config", help="config tools")
@@ -199,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, CriticAuthError) as err:
         print(f"critique-rl {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

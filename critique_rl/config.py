@@ -86,9 +86,34 @@ class RolloutConfig:
 
 @dataclass
 class CriticConfig:
-    backend: Literal["rule"] = _f("rule", "Who writes critiques: 'rule' (the synthetic task's reference critic).")
-    critique_type: Literal["cot", "indicative", "ground_truth"] = _f("cot", "'cot' chain-of-thought critique; 'indicative' correct/incorrect; 'ground_truth' + the reference answer.")
-    template: str = _f("", "Critique template; empty: prompts/<task>/critique_<critique_type>.jinja.")
+    backend: Literal["rule", "openai", "hf", "self"] = _f("rule", "Who writes critiques: 'rule' (the synthetic task's reference critic), 'openai' (any OpenAI-compatible endpoint), 'hf' (a local transformers model), 'self' (the policy with its current weights).")
+    critique_type: Literal["cot", "indicative", "ground_truth"] = _f("cot", "'cot' chain-of-thought critique; 'indicative' correct/incorrect; 'ground_truth' + the reference answer. Model backends write only 'cot'; the others are rendered from their templates.")
+    template: str = _f("", "Critique template of critiques rendered without a model (rule: every kind; other backends: indicative, ground_truth); empty: prompts/<task>/critique_<critique_type>.jinja.")
+    prompt_template: str = _f("", "Model backends: template of the critic prompt (variables: question, attempt, reference; reference is none when withheld); empty: prompts/<task>/critic_prompt_cot.jinja.")
+    system_template: str = _f("", "Model backends, chat API: template of the system message (same variables); empty: no system message.")
+    model: str = _f("", "openai: the model name the endpoint serves; hf: a local directory or hub id.")
+    base_url: str = _f("", "openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1; empty: the client default (OPENAI_BASE_URL or api.openai.com).")
+    api_key_env: str = _f("OPENAI_API_KEY", "openai: NAME of the environment variable holding the API key (the key never goes in a config); empty: the endpoint needs no key.")
+    api: Literal["chat", "completions"] = _f("chat", "Model backends: 'chat' (messages; hf/self apply the tokenizer's chat template) or 'completions' (the rendered prompt as raw text).")
+    temperature: float = _f(0.7, "Model backends: sampling temperature of critiques (0: greedy).")
+    top_p: float = _f(1.0, "Model backends: nucleus sampling threshold.")
+    max_tokens: int = _f(1024, "Model backends: maximum tokens of one critique.")
+    timeout_s: float = _f(60.0, "openai: timeout of one HTTP request, seconds.")
+    deadline_s: float = _f(300.0, "openai: total time one critique may take, retries and waits included; then the fallback is used.")
+    max_retries: int = _f(5, "openai: retries of a request after 429, 5xx, timeouts and connection errors (exponential backoff with jitter, Retry-After honoured).")
+    backoff_s: float = _f(1.0, "openai: first retry wait, seconds; doubles per retry, plus a random jitter of up to backoff_s.")
+    backoff_max_s: float = _f(60.0, "openai: longest wait between retries, seconds.")
+    max_concurrency: int = _f(32, "Critiques in flight at once (openai: concurrent requests; hf, self: prompts per generate call).")
+    requests_per_minute: float = _f(0.0, "openai: request budget per minute (0: unlimited).")
+    tokens_per_minute: float = _f(0.0, "openai: token budget per minute, prompt (estimated at 4 characters a token) plus max_tokens, corrected by the reported usage (0: unlimited).")
+    max_verdict_retries: int = _f(2, "Model backends: regenerations of a critique whose verdict disagrees with the verifier; then the fallback is used.")
+    fallback: Literal["ground_truth", "indicative"] = _f("ground_truth", "Model backends: critique kind rendered when no usable critique is had; counted in critic/fallbacks.")
+    fallback_template: str = _f("", "Template of fallback critiques (variables: question, attempt, reference, verdict); empty: prompts/<task>/critique_<fallback>.jinja.")
+    cache: bool = _f(True, "openai, hf: cache critiques on disk keyed by backend, model, rendered prompt and sampling parameters (self never caches: its weights change).")
+    cache_dir: str = _f("", "Directory of the critique cache (critic_cache.sqlite); empty: the run directory.")
+    self_reference: bool = _f(True, "self: show the policy the reference answer when it critiques (false: no reference at all).")
+    device: str = _f("auto", "hf: torch device of the critic model ('auto', 'cpu', 'cuda', 'cuda:1' ...).")
+    torch_dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "hf: parameter dtype of the critic model.")
 
 
 @dataclass
@@ -284,15 +309,18 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> Config:
     return cfg
 
 
-def load_config(source: str = "toy", overrides: list[str] | None = None) -> Config:
-    """Load a preset name or YAML file, then apply dotted ``key=value`` overrides in order."""
-    data, where = _read_yaml(source)
-    cfg = Config()
-    _apply(cfg, data, "", where)
+def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
+    """Apply dotted ``key=value`` overrides in order, then validate."""
     for item in overrides or []:
         _apply(cfg, _parse_override(item), "", f"override {item!r}")
     validate(cfg)
     return cfg
+
+
+def load_config(source: str = "toy", overrides: list[str] | None = None) -> Config:
+    """Load a preset name or YAML file, then apply dotted ``key=value`` overrides in order."""
+    data, where = _read_yaml(source)
+    return apply_overrides(config_from_dict(data, where), overrides)
 
 
 def describe(cfg: Config) -> list[tuple[str, Any, Any, str]]:

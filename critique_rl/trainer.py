@@ -60,7 +60,8 @@ class Trainer:
         self.engine = HFEngine(self.model, self.tokenizer, cfg.rollout.generation_batch_size)
         self.solve_template = load_template(cfg.prompts.solve)
         self.refine_template = load_template(cfg.prompts.refine)
-        self.critic = build_critic(cfg.critic, cfg.task.name) if cfg.method == "critique_grpo" else None
+        self.critic = build_critic(cfg.critic, cfg.task.name, policy=(self.model, self.tokenizer),
+                                   run_dir=run_dir) if cfg.method == "critique_grpo" else None
         self.source = ProblemSource(cfg.task, cfg.seed)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.learning_rate,
                                            weight_decay=cfg.train.weight_decay)
@@ -303,7 +304,7 @@ class Trainer:
         cfg = self.cfg
         if self.step_index == 0:
             self.logger.log({"step": 0, **self.evaluate()})
-        bar = tqdm(total=cfg.train.steps, initial=self.step_index, desc=f"{cfg.method}", disable=not self.show_progress,
+        bar = tqdm(total=cfg.train.steps, initial=self.step_index, desc=f"{cfg.method}", disable=None if self.show_progress else True,
                    mininterval=2.0)
         while self.step_index < cfg.train.steps:
             t = time.perf_counter()

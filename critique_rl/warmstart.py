@@ -63,8 +63,8 @@ def warm_start(cfg: Config, out_dir: Path, show_progress: bool = True) -> Path:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     model.train()
-    bar = tqdm(range(ws.steps), desc="warm start", disable=not show_progress, mininterval=2.0)
-    for _ in bar:
+    bar = tqdm(range(ws.steps), desc="warm start", disable=None if show_progress else True, mininterval=2.0)
+    for step in bar:
         pairs = [maker.pair(rng) for _ in range(ws.batch_size)]
         prompt_ids = [tokenizer(p, add_special_tokens=False).input_ids for p, _ in pairs]
         completion_ids = [tokenizer(c, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for _, c in pairs]
@@ -84,6 +84,8 @@ def warm_start(cfg: Config, out_dir: Path, show_progress: bool = True) -> Path:
         optimizer.step()
         scheduler.step()
         bar.set_postfix(loss=f"{total:.4f}", refresh=False)
+        if show_progress and (step + 1) % 100 == 0:
+            tqdm.write(f"warm start step {step + 1}/{ws.steps} | loss {total:.4f}")
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

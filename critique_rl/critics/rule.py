@@ -32,4 +32,7 @@ class RuleCritic:
         return out
 
     def metrics(self) -> dict[str, float]:
-        return {"critic/requests": float(self.requests)}
+        """Critiques written since the previous call (per-step values, like every critic)."""
+        out = {"critic/requests": float(self.requests)}
+        self.requests = 0
+        return out

@@ -3,10 +3,12 @@
     question  47+38+29
     solution  47+38=85; 85+29=114; answer 114
 
-A problem is *easy* when its total is below ``hard_threshold`` and *hard* otherwise. The warm
-start shows the policy solutions of easy problems only, so hard problems need results with
-more digits than any solution it has seen: after warm start it solves easy problems and
-almost never hard ones, which is the plateau GRPO cannot leave (all-fail groups).
+A problem is *easy* when its total is below ``hard_threshold``, and *hard* when only its last
+addition crosses the threshold. The warm start shows the policy solutions of easy problems
+only, so a hard problem needs a result with more digits than any solution it has seen: after
+warm start it solves easy problems and almost never hard ones, which is the plateau GRPO
+cannot leave (all-fail groups). The new skill is one step, so a critique naming that step
+can teach it.
 
 Refinement transcripts (question, wrong attempt, critique -> corrected solution) on easy and
 hard problems teach the policy to *use* a critique; this is what a real LLM brings with it.
@@ -52,6 +54,16 @@ def is_hard(problem: Problem, cfg: TaskConfig) -> bool:
     return problem.answer >= cfg.hard_threshold
 
 
+def is_easy(problem: Problem, cfg: TaskConfig) -> bool:
+    return problem.answer < cfg.hard_threshold
+
+
+def _in_split(problem: Problem, cfg: TaskConfig, hard: bool) -> bool:
+    if not hard:
+        return is_easy(problem, cfg)
+    return is_hard(problem, cfg) and problem.answer - problem.operands[-1] < cfg.hard_threshold
+
+
 def sample_problem(rng: random.Random, cfg: TaskConfig, hard: bool) -> Problem:
     """Rejection-sample operands until the total falls in the requested difficulty."""
     reachable = cfg.num_terms * cfg.max_operand >= cfg.hard_threshold if hard else cfg.num_terms * cfg.min_operand < cfg.hard_threshold
@@ -61,7 +73,7 @@ def sample_problem(rng: random.Random, cfg: TaskConfig, hard: bool) -> Problem:
     while True:
         operands = tuple(rng.randint(cfg.min_operand, cfg.max_operand) for _ in range(cfg.num_terms))
         problem = problem_from_operands(operands)
-        if is_hard(problem, cfg) == hard:
+        if _in_split(problem, cfg, hard):
             return problem
 
 

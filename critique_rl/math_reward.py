@@ -1,0 +1,198 @@
+"""Math reward on math-verify, in TRL's reward shape, with a timeout that works anywhere.
+
+math-verify bounds its own work with SIGALRM, which only works in the main thread: called
+from a trainer's worker thread it raises, and a caller that swallows errors scores every
+sample 0. Here its timeouts are off and verification runs in persistent worker processes
+(``critique_rl.math_verify_worker``, started with subprocess, so callers may be threads,
+daemonic pool workers or forked children). An item past ``timeout_s`` gets its worker killed
+(restarted for the next item), scores 0.0 and is counted in ``stats()``.
+
+    >>> math_reward(["Q"], ["... so $x = \\\\boxed{\\\\frac{3}{6}}$"], answer=["\\\\frac{1}{2}"])
+    [1.0]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence
+
+from critique_rl.config import _f
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MathRewardConfig:
+    timeout_s: float = _f(10.0, "Seconds one (gold, completion) verification may take; past it the item scores 0.0 and is counted.")
+    workers: int = _f(2, "Verifier processes: items of a call are verified in parallel across them.")
+    worker_memory_mb: int = _f(4096, "Address-space limit of each verifier process (0: none), so a huge power fails instead of filling memory.")
+    startup_timeout_s: float = _f(120.0, "Seconds a verifier process may take to import math-verify and sympy.")
+    verifier: str = _f("critique_rl.math_verify_worker:verify_answer",
+                       "'module:function' (gold: str, prediction: str) -> bool run in the workers; a hook for other graders and tests.")
+
+
+class _Worker:
+    """One verifier process; every call either returns a reply or leaves the process killed."""
+
+    def __init__(self, cfg: MathRewardConfig):
+        # The worker sees the caller's sys.path, so a verifier importable here is importable there.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        cmd = [sys.executable, "-m", "critique_rl.math_verify_worker", cfg.verifier, str(cfg.worker_memory_mb)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._buffer = b""  # stdout is read with os.read on its descriptor, so select() sees every byte
+        reply = self._readline(cfg.startup_timeout_s)
+        if reply != "ready":
+            self.kill()
+            why = "did not start in time" if reply is None else reply.lstrip("!") or "it exited (its error is on stderr)"
+            raise RuntimeError(f"math verifier process ({cfg.verifier}) failed to start: {why}")
+
+    def ask(self, gold: str, prediction: str, timeout_s: float) -> str | None:
+        """The reply line; None on timeout, '' when the process died (either way it is killed)."""
+        try:
+            self.proc.stdin.write((json.dumps([gold, prediction]) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError:  # the process is gone: same as end of file
+            reply = ""
+        else:
+            reply = self._readline(timeout_s)
+        if not reply:
+            self.kill()
+        return reply
+
+    def _readline(self, timeout_s: float) -> str | None:
+        """One line from the process; None past the deadline, '' at end of file."""
+        deadline = time.monotonic() + timeout_s
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return ""
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):  # a request still buffered for a dead process
+                pipe.close()
+
+
+class MathVerifier:
+    """Verifies (gold, prediction) pairs in worker processes, started on first use.
+
+    Safe to call from several threads at once; a forked child starts its own workers.
+    """
+
+    def __init__(self, cfg: MathRewardConfig | None = None):
+        self.cfg = cfg or MathRewardConfig()
+        if self.cfg.workers < 1 or self.cfg.timeout_s <= 0:
+            raise ValueError(f"math reward needs workers >= 1 and timeout_s > 0, got {self.cfg}")
+        self._counts: Counter[str] = Counter()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()  # a fresh one: a fork may copy it held
+        # Idle slots; None means "no process yet", so workers start only when needed.
+        self._idle: queue.Queue[_Worker | None] = queue.Queue()
+        for _ in range(self.cfg.workers):
+            self._idle.put(None)
+        self._pid = os.getpid()
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self._counts[key] += 1
+
+    def stats(self) -> dict[str, int]:
+        """Counts so far: items, correct, timeouts, errors (the verifier raised or its process died), starts."""
+        with self._lock:
+            return {k: self._counts[k] for k in ("items", "correct", "timeouts", "errors", "starts")}
+
+    def _verify_one(self, gold: str, prediction: str) -> float:
+        worker = self._idle.get()
+        try:
+            if worker is None:
+                worker = _Worker(self.cfg)
+                self._count("starts")
+            reply = worker.ask(gold, prediction, self.cfg.timeout_s)
+        finally:
+            # A killed process leaves a fresh slot; the next item starts a new one.
+            self._idle.put(worker if worker is not None and worker.proc.poll() is None else None)
+        self._count("items")
+        if reply is None:
+            self._count("timeouts")
+            logger.warning("math verification timed out after %.1fs; scored 0.0 (prediction starts %r)",
+                           self.cfg.timeout_s, prediction[:200])
+            return 0.0
+        if not reply or reply.startswith("!"):
+            self._count("errors")
+            logger.warning("math verification failed (%s); scored 0.0", reply[1:] or "verifier process died")
+            return 0.0
+        if reply == "1":
+            self._count("correct")
+        return float(reply)
+
+    def verify(self, golds: Sequence[str], predictions: Sequence[str]) -> list[float]:
+        """1.0 where the prediction's answer equals the gold answer, else 0.0, in input order."""
+        if len(golds) != len(predictions):
+            raise ValueError(f"{len(golds)} gold answers for {len(predictions)} predictions")
+        if os.getpid() != self._pid:  # forked: the inherited pipes belong to the parent's workers
+            self._reset()
+        with ThreadPoolExecutor(self.cfg.workers) as pool:
+            return list(pool.map(self._verify_one, map(str, golds), predictions))
+
+    def close(self) -> None:
+        """Stop the worker processes (they also exit on their own when this process ends)."""
+        if os.getpid() != self._pid:
+            return
+        while not self._idle.empty():
+            worker = self._idle.get()
+            if worker is not None:
+                worker.kill()
+        self._reset()
+
+    def __enter__(self) -> MathVerifier:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def make_math_reward(cfg: MathRewardConfig):
+    """A TRL-shaped reward ``fn(prompts, completions, answer, **kw) -> list[float]`` with its own workers;
+    ``fn.verifier`` holds them (``fn.verifier.stats()``, ``fn.verifier.close()``)."""
+    verifier = MathVerifier(cfg)
+
+    def math_reward(prompts: list[str], completions: list[str], answer: list[str], **_: object) -> list[float]:
+        return verifier.verify(answer, completions)
+
+    math_reward.verifier = verifier
+    return math_reward
+
+
+DEFAULT_VERIFIER = MathVerifier()
+
+
+def math_reward(prompts: list[str], completions: list[str], answer: list[str], **_: object) -> list[float]:
+    """1.0 when a completion's final answer (\\boxed{} first) equals its gold ``answer``, else 0.0.
+
+    Uses DEFAULT_VERIFIER (default MathRewardConfig); a module-level function, so it pickles into
+    pool workers. ``make_math_reward`` builds one with other settings.
+    """
+    return DEFAULT_VERIFIER.verify(answer, completions)

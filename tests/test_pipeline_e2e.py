@@ -1,0 +1,88 @@
+"""End to end on the tiny preset: the real CLI, real model files, real checkpoints."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+CLI = [sys.executable, "-m", "critique_rl.cli"]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    # Run from another directory: presets and prompts must come from the installed package.
+    run_cli("pipeline", "--config", "tiny", "--out", str(out), "--seed", "3", cwd=out.parent)
+    return out
+
+
+def test_pipeline_writes_summary_report_and_runs(pipeline_dir: Path):
+    summary = json.loads((pipeline_dir / "summary.json").read_text())
+    assert summary["wall_seconds"] > 0 and summary["seed"] == 3
+    assert set(summary["methods"]) == {"grpo", "critique_grpo", "grpo_equal_compute"}
+    for method in ("grpo", "critique_grpo"):
+        s = summary["methods"][method]
+        assert s["steps"] == 3 and s["k"] == 1
+        for key in ("easy_pass1", "hard_pass1", "hard_pass_at_k", "final_entropy"):
+            assert 0.0 <= s[key] <= 10.0, key
+    assert (pipeline_dir / "curves.png").stat().st_size > 10_000
+    report = (pipeline_dir / "report.md").read_text()
+    assert "Critique-GRPO" in report and "| GRPO |" in report and "```yaml" in report
+
+
+def test_each_run_logs_metrics_samples_and_checkpoints(pipeline_dir: Path):
+    for method in ("grpo", "critique_grpo"):
+        run = pipeline_dir / method
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [0, 1, 2, 3]
+        trained = rows[1:]
+        for key in ("reward", "reward_std", "frac_reward_zero_std", "entropy", "loss", "grad_norm", "lr",
+                    "completions/mean_length", "completions/clipped_ratio", "clip_ratio/region_mean",
+                    "time/sample", "time/verify", "time/train"):
+            assert all(key in r for r in trained), key
+        assert "eval/hard_pass1" in rows[2]
+        if method == "critique_grpo":
+            for key in ("refine/triggered_groups", "refine/success_rate", "refine/groups_rescued",
+                        "refine/token_frac", "refine/mean_prob", "time/critique", "time/refine"):
+                assert all(key in r for r in trained), key
+        samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+        assert {s["step"] for s in samples} == {1, 2, 3} and all(len(s["attempts"]) == 3 for s in samples)
+        checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+        assert checkpoints == ["step-000002", "step-000003"]
+        assert (run / "config.yaml").is_file()
+
+
+def test_warm_start_loads_with_auto_classes(pipeline_dir: Path):
+    ws = pipeline_dir / "warmstart"
+    model = AutoModelForCausalLM.from_pretrained(ws)
+    tok = AutoTokenizer.from_pretrained(ws)
+    text = "12+34+56\ntry {{ x }}\n"
+    assert tok.decode(tok(text, add_special_tokens=False).input_ids) == text
+    assert model.config.model_type == "qwen2" and 10_000 < model.num_parameters() < 5_000_000
+
+
+def test_train_resume_continues_step_count(pipeline_dir: Path, tmp_path: Path):
+    ws = pipeline_dir / "warmstart"
+    run = tmp_path / "run"
+    run_cli("train", "--config", "tiny", "--out", str(run), f"model.name_or_path={ws}", "train.steps=2",
+            "eval.every=0", cwd=tmp_path)
+    run_cli("train", "--resume", str(run), "train.steps=4", cwd=tmp_path)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3, 4]
+    assert (run / "checkpoints" / "step-000004" / "trainer_state.pt").is_file()
+
+
+def test_existing_run_directory_is_not_overwritten(pipeline_dir: Path):
+    result = subprocess.run([*CLI, "train", "--config", "tiny", "--out", str(pipeline_dir / "grpo")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--resume" in result.stderr and "Traceback" not in result.stderr
