@@ -147,7 +147,8 @@ class LossConfig:
 class TrainConfig:
     steps: int = _f(150, "RL steps (one rollout batch each).")
     prompts_per_step: int = _f(16, "Prompts per rollout batch.")
-    learning_rate: float = _f(2e-4, "AdamW learning rate (constant).")
+    learning_rate: float = _f(5e-5, "AdamW learning rate (constant after warmup).")
+    warmup_steps: int = _f(10, "Linear learning-rate warmup steps; Adam's first steps move every weight by ~lr, which a sharp policy does not survive.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
     num_iterations: int = _f(1, "Passes over each rollout batch (old log-probs computed once per batch).")
@@ -235,6 +236,12 @@ def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{where}: {key} = {value!r}; expected an integer")
         return value
     if annotation is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 2e-4 (no dot) as a string; accept what Python reads as a number.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key} = {value!r}; expected a number")
         return float(value)

@@ -65,6 +65,8 @@ class Trainer:
         self.source = ProblemSource(cfg.task, cfg.seed)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.learning_rate,
                                            weight_decay=cfg.train.weight_decay)
+        warmup = max(1, cfg.train.warmup_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
         self.reference = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.loss.beta > 0 else None
         self.step_index = 0
         self.rng = random.Random(f"{cfg.seed}/refine")
@@ -259,6 +261,7 @@ class Trainer:
         metrics = {k: v / cfg.train.num_iterations for k, v in ((k, sum(v)) for k, v in stats.items())}
         metrics.update(self.entropy_metrics(entropies, masks, refine_flags, logps, advs))
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
         return metrics
 
     @staticmethod
@@ -326,7 +329,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
-        state = {"step": self.step_index, "optimizer": self.optimizer.state_dict(),
+        state = {"step": self.step_index, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": rng_state(), "refine_rng": self.rng.getstate(),
                  "loss_generator": self.loss_generator.get_state()}
         return save_checkpoint(self.run_dir, self.step_index, self.model, self.tokenizer, state, self.cfg.train.keep_last)
@@ -340,6 +343,7 @@ class Trainer:
         self.model.load_state_dict(model.state_dict())
         state = torch.load(path / "trainer_state.pt", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         self.step_index = state["step"]
         self.rng.setstate(state["refine_rng"])
         self.loss_generator.set_state(state["loss_generator"])

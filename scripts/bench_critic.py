@@ -1,7 +1,8 @@
 """Throughput of the openai critic backend against a local server with injected latency.
 
-Each request takes ``--latency`` seconds on the server; at concurrency c, N = c * --per-slot
-critiques ideally take N * latency / c seconds. Prints one line per concurrency, then one JSON
+The stub server runs in its own process (like any real endpoint, it does not share our GIL);
+each request takes ``--latency`` seconds there. At concurrency c, N = c * --per-slot critiques
+ideally take N * latency / c seconds. Prints one line per concurrency, then one JSON
 object on the last line:
 
     {"latency_s": 0.2, "results": [{"concurrency": 1, "critiques_per_s": ..., "ratio_to_ideal": ...}, ...]}
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 
 from critique_rl.config import load_config
 from critique_rl.critics import CritiqueRequest, build_critic
-from critique_rl.critics.stub_server import StubServer
 
 
 def bench(base_url: str, concurrency: int, n: int, latency: float) -> dict:
@@ -46,12 +48,18 @@ def main() -> None:
     parser.add_argument("--per-slot", type=int, default=8, help="critiques per concurrency slot [8]")
     args = parser.parse_args()
     results = []
-    with StubServer(latency_s=args.latency) as server:
+    server = subprocess.Popen([sys.executable, "-m", "critique_rl.critics.stub_server", "--latency", str(args.latency)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        base_url = server.stdout.readline().strip()
         for c in args.concurrency:
-            r = bench(server.base_url, c, c * args.per_slot, args.latency)
+            r = bench(base_url, c, c * args.per_slot, args.latency)
             print(f"concurrency {c:>3}: {r['critiques']:>4} critiques in {r['seconds']:.2f} s = "
                   f"{r['critiques_per_s']:.1f}/s, {100 * r['ratio_to_ideal']:.0f}% of ideal")
             results.append(r)
+    finally:
+        server.terminate()
+        server.wait()
     print(json.dumps({"latency_s": args.latency, "results": results}))
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real public data beside the repository (../shared/data), never copied in."""
+"""Shared fixtures: the real public data beside the repository (../shared/data), never copied in;
+a tiny random policy saved like a hub model, and short training runs from it."""
 
 from pathlib import Path
 
@@ -13,3 +14,57 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (expected ../shared/data beside the repository)")
     return SHARED_DATA
+
+
+# The char tokenizer has no chat template; chat APIs need one, and this is the simplest.
+TRIVIAL_CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """Random tiny Qwen2 + char tokenizer (with a trivial chat template), saved with save_pretrained."""
+    from critique_rl.config import load_config
+    from critique_rl.modeling import build_char_tokenizer, build_tiny_model
+
+    path = tmp_path_factory.mktemp("tiny-model")
+    tok = build_char_tokenizer()
+    tok.chat_template = TRIVIAL_CHAT_TEMPLATE
+    build_tiny_model(load_config("tiny").warmstart, tok, seed=0).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def train_short(tiny_model_dir: Path, tmp_path: Path):
+    """Run a 2-step Critique-GRPO training from the tiny model with extra overrides; returns the run dir."""
+    from critique_rl.config import load_config
+    from critique_rl.pipeline import run_training
+
+    def run(*overrides: str) -> Path:
+        run_dir = tmp_path / "run"
+        cfg = load_config("tiny", [f"model.name_or_path={tiny_model_dir}", "method=critique_grpo", "train.steps=2",
+                                   "train.prompts_per_step=4", "rollout.num_generations=3", "eval.every=0",
+                                   "task.eval_easy=8", "task.eval_hard=8", "eval.pass_n=2", "eval.pass_k=1",
+                                   "rollout.max_completion_length=24", *overrides])
+        run_training(cfg, run_dir, show_progress=False)
+        return run_dir
+    return run
+
+
+@pytest.fixture
+def openai_critic():
+    """Build openai critics against a base URL, with critic overrides; fast backoff, no cache, no key by default."""
+    from critique_rl.config import load_config
+    from critique_rl.critics import build_critic
+
+    made = []
+
+    def build(base_url: str, *overrides: str, run_dir: Path | None = None):
+        cfg = load_config("toy", ["critic.backend=openai", "critic.model=stub", f"critic.base_url={base_url}",
+                                  "critic.api_key_env=", "critic.backoff_s=0.01", "critic.cache=false", *overrides])
+        made.append(build_critic(cfg.critic, cfg.task.name, run_dir=run_dir))
+        return made[-1]
+
+    yield build
+    for critic in made:
+        critic.close()

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 import openai
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential, wait_random
 from tenacity.wait import wait_base
 
 from critique_rl.config import ConfigError, CriticConfig
@@ -156,7 +156,7 @@ class OpenAIGenerator:
         cfg = self.cfg
         retrying = AsyncRetrying(
             retry=retry_if_exception(_transient),
-            wait=wait_retry_after(wait_exponential_jitter(initial=cfg.backoff_s, max=cfg.backoff_max_s, jitter=cfg.backoff_s)),
+            wait=wait_retry_after(wait_exponential(multiplier=cfg.backoff_s, max=cfg.backoff_max_s) + wait_random(0, cfg.backoff_s)),
             stop=stop_after_attempt(cfg.max_retries + 1) | stop_before_delay(cfg.deadline_s),
             reraise=True)
         return await retrying(self._request, prompt, call)

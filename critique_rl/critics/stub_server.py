@@ -36,6 +36,8 @@ class StubServer:
         self.received: list[dict] = []          # request bodies, in arrival order
         self.authorizations: list[str] = []     # their Authorization headers
         self.served: list[str] = []             # what each request got: a fault name or 'ok'
+        self.in_flight = 0
+        self.max_in_flight = 0                  # most requests handled at once
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = _HTTPServer(("127.0.0.1", 0), _handler(self))
@@ -66,7 +68,13 @@ class StubServer:
             self.authorizations.append(authorization)
             fault = self.faults.pop(0) if self.faults else "ok"
             self.served.append(fault)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
             return fault
+
+    def _done(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -100,6 +108,12 @@ def _handler(server: StubServer) -> type[BaseHTTPRequestHandler]:
             if kind is None:
                 return self._error(404, f"no route {self.path}")
             fault = server._next(body, self.headers.get("Authorization", ""))
+            try:
+                self._answer(kind, body, fault)
+            finally:
+                server._done()
+
+        def _answer(self, kind: str, body: dict, fault: str) -> None:
             if fault == "hang":
                 server._stopping.wait(3600)
                 self.close_connection = True
