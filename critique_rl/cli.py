@@ -73,6 +73,11 @@ def cmd_train(args) -> int:
             raise ConfigError("train needs --out RUN_DIR (or --resume RUN_DIR)")
         cfg = _load(args)
         run_dir = Path(args.out)
+        if args.dry_run:
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            for name, text in example_prompts(cfg, 0).items():
+                print(f"--- {name}\n{text.rstrip()}")
+            return 0
         if (run_dir / "metrics.jsonl").exists():
             raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
         final = run_training(cfg, run_dir)
@@ -112,34 +117,43 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_render(args) -> int:
+def example_prompts(cfg, index: int) -> dict[str, str]:
+    """What the policy and critic would see for evaluation problem ``index`` and a wrong attempt."""
+    import random
+
     from critique_rl.critics import CritiqueRequest, build_critic
-    from critique_rl.critics.base import default_template
     from critique_rl.data import ProblemSource
     from critique_rl.tasks.arithmetic import wrong_attempt
     from critique_rl.templates import load_template
-    import random
 
-    cfg = _load(args)
     source = ProblemSource(cfg.task, cfg.seed)
-    problem = (source.eval_hard + source.eval_easy)[args.example]
-    attempt = wrong_attempt(random.Random(args.example), problem)
-    request = CritiqueRequest(problem.question, attempt, str(problem.answer), False, problem)
-    if args.critic_prompt:
-        from critique_rl.critics.prompting import CriticPrompt
+    problems = source.eval_hard + source.eval_easy
+    problem = problems[index % len(problems)]
+    attempt = wrong_attempt(random.Random(index), problem)
+    [critique] = build_critic(cfg.critic, cfg.task.name).critique(
+        [CritiqueRequest(problem.question, attempt, str(problem.answer), False, problem)])
+    return {
+        "solve": load_template(cfg.prompts.solve).render(question=problem.question),
+        "critique": critique.text,
+        "refine": load_template(cfg.prompts.refine).render(question=problem.question, attempt=attempt, critique=critique.text),
+    }
 
-        prompt = CriticPrompt(cfg.critic, cfg.task.name).render(request)
-        print(prompt if isinstance(prompt, str) else json.dumps(prompt, indent=2, ensure_ascii=False) + "\n", end="")
+
+def cmd_render(args) -> int:
+    cfg = _load(args)
+    if args.template and "critique" in Path(args.template).name:
+        cfg.critic.template = args.template
+    prompts = example_prompts(cfg, args.example)
+    if not args.template:
+        for name, text in prompts.items():
+            print(f"--- {name}\n{text.rstrip()}")
         return 0
-    critic_cfg = dataclasses.replace(cfg.critic, template=args.template) if args.template and "critique" in args.template else cfg.critic
-    [critique] = build_critic(critic_cfg, cfg.task.name).critique([request])
-    values = {"question": problem.question, "attempt": attempt, "critique": critique.text}
-    name = args.template or default_template(cfg.critic, cfg.task.name)
-    if "critique" in name:
-        print(critique.text)
-    else:
-        template = load_template(name)
-        print(template.render(**{k: v for k, v in values.items() if k in template.variables}), end="")
+    name = Path(args.template).name
+    kind = "critique" if "critique" in name else "refine" if "refine" in name else "solve"
+    if kind != "critique":
+        setattr(cfg.prompts, kind, args.template)
+        prompts = example_prompts(cfg, args.example)
+    print(prompts[kind], end="" if prompts[kind].endswith("\n") else "\n")
     return 0
 
 
@@ -177,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     p.add_argument("--seed", type=int)
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and the first rendered prompts, then exit")
     p.set_defaults(func=cmd_train)
 
     p = with_config(sub.add_parser("eval", help="greedy pass@1 and pass@k of a model on the held-out splits"))
@@ -190,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = with_config(sub.add_parser("render", help="print what a template renders for an example problem"))
-    p.add_argument("--template", default="", help="template path or packaged name [the configured critique]")
+    p.add_argument("--template", default="", help="template path or packaged name [all: solve, critique, refine]")
     p.add_argument("--example", type=int, default=0)
     p.add_argument("--critic-prompt", action="store_true",
                    help="print the exact input of a model critic (openai, hf, self): chat messages as JSON, or the completions text")
@@ -207,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Line-buffered output so per-step summaries reach CI logs and `tee` as they happen.
+    sys.stdout.reconfigure(line_buffering=True)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

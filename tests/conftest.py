@@ -16,19 +16,21 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-# The char tokenizer has no chat template; chat APIs need one, and this is the simplest.
-TRIVIAL_CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+# The char tokenizer has no chat template; chat APIs need one. ChatML, because `transformers
+# serve` finds a qwen2 model's reply after "<|im_start|>assistant\n" (else it returns the prompt too).
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """Random tiny Qwen2 + char tokenizer (with a trivial chat template), saved with save_pretrained."""
+    """Random tiny Qwen2 + char tokenizer (with a ChatML chat template), saved with save_pretrained."""
     from critique_rl.config import load_config
     from critique_rl.modeling import build_char_tokenizer, build_tiny_model
 
     path = tmp_path_factory.mktemp("tiny-model")
     tok = build_char_tokenizer()
-    tok.chat_template = TRIVIAL_CHAT_TEMPLATE
+    tok.chat_template = CHAT_TEMPLATE
     build_tiny_model(load_config("tiny").warmstart, tok, seed=0).save_pretrained(path)
     tok.save_pretrained(path)
     return path

@@ -100,3 +100,9 @@ def test_401_stops_with_the_variable_named_and_the_key_hidden(openai_critic, mon
     assert "$CRITIC_FAULT_KEY" in message and "(401)" in message and key not in message
     assert info.value.__cause__ is None and info.value.__suppress_context__      # no chained body text
     assert server.authorizations[0] == f"Bearer {key}"                           # the key was sent, only there
+
+
+def test_401_without_a_configured_key_says_to_configure_one(openai_critic):
+    with StubServer(faults=["401"]) as server:
+        with pytest.raises(CriticAuthError, match=r"requires a key \(401\); set critic.api_key_env"):
+            openai_critic(server.base_url).critique([WRONG])

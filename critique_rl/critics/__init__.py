@@ -1,5 +1,10 @@
-"""Critics: turn (question, attempt, reference, verdict) into a natural-language critique."""
+"""Critics: turn (question, attempt, reference, verdict) into a natural-language critique.
 
-from critique_rl.critics.base import Critic, Critique, CritiqueRequest, build_critic
+Backends (``critic.backend``): ``rule`` (rule.py), ``openai`` (openai_api.py), ``hf`` and
+``self`` (hf.py); the model backends share generative.py (verdict check, fallback, metrics),
+prompting.py (the critic prompt), cache.py and ratelimit.py. ``build_critic`` picks one.
+"""
 
-__all__ = ["Critic", "Critique", "CritiqueRequest", "build_critic"]
+from critique_rl.critics.base import Critic, CriticAuthError, Critique, CritiqueRequest, build_critic
+
+__all__ = ["Critic", "CriticAuthError", "Critique", "CritiqueRequest", "build_critic"]

@@ -37,8 +37,9 @@ class CriticAuthError(RuntimeError):
     """The critic endpoint rejected the API key (401/403): the run stops, naming the key's variable."""
 
 
-# The fixed last line every critique template asks for; 'incorrect' is accepted as 'wrong'.
-_VERDICT = re.compile(r"verdict\W*(correct|incorrect|wrong)\b", re.IGNORECASE)
+# The fixed verdict line every critique template asks for, at the start of a line (markdown
+# decoration allowed), so an instruction quoted mid-line is not taken for it; 'incorrect' = 'wrong'.
+_VERDICT = re.compile(r"^\W*verdict\W*(correct|incorrect|wrong)\b", re.IGNORECASE | re.MULTILINE)
 
 
 def parse_verdict(text: str) -> str | None:
@@ -46,7 +47,7 @@ def parse_verdict(text: str) -> str | None:
 
     >>> parse_verdict("step 2 is off by 10.\\n**Verdict:** Incorrect")
     'wrong'
-    >>> parse_verdict("looks fine") is None
+    >>> parse_verdict('End with one line: "Verdict: correct" or "Verdict: wrong".') is None
     True
     """
     found = _VERDICT.findall(text)

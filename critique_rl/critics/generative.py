@@ -9,8 +9,17 @@ What the backends share lives here; a backend only turns prompts into ``Generati
   an error, empty output, no verdict line) or never agrees is replaced by the ``fallback``
   critique, and counted.
 
-``metrics()`` returns per-step values and resets them: the counters cover the critiques since
-the previous call.
+``metrics()`` returns per-step values and resets them (they cover the critiques since the
+previous call):
+
+    critic/requests           requests sent to the model, retries included (hf, self: prompts generated)
+    critic/retries            requests re-sent after a transient error
+    critic/failures           critiques without usable output (gave up, error, empty, no verdict line)
+    critic/fallbacks          critiques replaced by the fallback: failures + verdicts that never agreed
+    critic/verdict_retries    regenerations because the verdict disagreed with the verifier
+    critic/cache_hits         outputs replayed from the cache (not in requests, tokens or latency)
+    critic/latency_p50, _p95  seconds per model output, retries and waits included
+    critic/prompt_tokens, critic/completion_tokens   as the endpoint reports them
 """
 
 from __future__ import annotations

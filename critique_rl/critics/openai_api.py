@@ -175,6 +175,10 @@ class OpenAIGenerator:
                 response = await self._client.chat.completions.create(messages=prompt, **sampling)
                 text = response.choices[0].message.content if response.choices else None
         except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
+            # from None: the response body may quote the key.
+            if not cfg.api_key_env:
+                raise CriticAuthError(f"critic API {self.endpoint} requires a key ({err.status_code}); set "
+                                      f"critic.api_key_env to the environment variable holding it") from None
             raise CriticAuthError(
                 f"critic API {self.endpoint} rejected the key in ${cfg.api_key_env} ({err.status_code}); "
                 f"set {cfg.api_key_env} to a valid key for critic.model {cfg.model!r}") from None
@@ -186,8 +190,8 @@ class OpenAIGenerator:
     def _describe(self, err: Exception) -> tuple[str, str]:
         """(kind, message) of an error; the message is cut short and never contains the key."""
         kind = f"HTTP {err.status_code}" if isinstance(err, openai.APIStatusError) else type(err).__name__
-        text = str(err)[:300]
-        return kind, f"{kind}: " + (text.replace(self._key, "***") if self._key else text)
+        text = str(err).replace(self._key, "***") if self._key else str(err)
+        return kind, f"{kind}: {text[:300]}"
 
     def _report(self, kind: str, error: str) -> None:
         """Log each kind of failure once; every failure is counted in the metrics."""

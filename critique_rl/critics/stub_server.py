@@ -5,7 +5,8 @@ text, or a function of the request body) after an optional latency, and misbehav
 each request takes the next fault of its script, then requests are answered normally.
 
 Faults: ``429`` (with Retry-After), ``500``, ``hang`` (no answer until the client gives up),
-``drop`` (connection closed without a response), ``empty`` (200 with an empty body), ``400``, ``401``.
+``drop`` (connection closed without a response), ``empty`` (200 with an empty body), ``400``, ``401``
+(these two echo the Authorization header in their error text, as some real APIs do).
 
     >>> with StubServer(reply="Verdict: wrong") as server:
     ...     server.base_url.startswith("http://127.0.0.1:")
@@ -128,7 +129,9 @@ def _handler(server: StubServer) -> type[BaseHTTPRequestHandler]:
             if fault == "500":
                 return self._error(500, "internal error")
             if fault in ("400", "401"):
-                return self._error(int(fault), "invalid api key" if fault == "401" else "bad request")
+                # Echo the credentials like some real APIs do: clients must not pass error texts on verbatim.
+                auth = self.headers.get("Authorization", "")
+                return self._error(int(fault), f"{'invalid api key' if fault == '401' else 'bad request'} ({auth})")
             if fault == "empty":
                 return self._send(200, b"")
             text = server.reply(body)
