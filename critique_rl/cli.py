@@ -224,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # Line-buffered output so per-step summaries reach CI logs and `tee` as they happen.
     sys.stdout.reconfigure(line_buffering=True)
+    # transformers' own per-save/per-load bars would interleave with the per-step summaries.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -40,6 +40,18 @@ def run_training(cfg: Config, run_dir: Path, show_progress: bool = True) -> dict
     return trainer.train()
 
 
+def continue_run(source: Path, run_dir: Path, cfg: Config, show_progress: bool = True) -> dict:
+    """Train ``run_dir`` as a continuation of the finished run ``source`` up to ``cfg.train.steps``."""
+    if not (run_dir / "final_eval.json").is_file() and latest_checkpoint(run_dir) is None:
+        tmp = run_dir.with_name(f".{run_dir.name}-tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        (tmp / "final_eval.json").unlink(missing_ok=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        tmp.rename(run_dir)
+    return run_training(cfg, run_dir, show_progress)
+
+
 def ensure_warm_start(cfg: Config, out: Path, show_progress: bool = True) -> Path:
     ws_dir = out / "warmstart"
     if not (ws_dir / "model.safetensors").is_file():
@@ -73,11 +85,11 @@ def run_pipeline(cfg: Config, out: Path, show_progress: bool = True) -> dict:
     labels = {"grpo": "GRPO", "critique_grpo": "Critique-GRPO"}
     if cfg.pipeline.equal_compute:
         # GRPO given the wall-clock time Critique-GRPO used: more steps at its own cost per step.
+        # Its first steps are the GRPO run's (same start, same seed), so it continues that run.
         ratio = _seconds_per_step(out / "critique_grpo") / _seconds_per_step(out / "grpo")
         steps = max(cfg.train.steps, round(cfg.train.steps * ratio))
-        train = dataclasses.replace(cfg.train, steps=steps)
-        run_cfg = dataclasses.replace(cfg, method="grpo", model=policy, train=train)
-        run_training(run_cfg, out / "grpo_equal_compute", show_progress)
+        run_cfg = dataclasses.replace(cfg, method="grpo", model=policy, train=dataclasses.replace(cfg.train, steps=steps))
+        continue_run(out / "grpo", out / "grpo_equal_compute", run_cfg, show_progress)
         runs["grpo_equal_compute"] = out / "grpo_equal_compute"
         labels["grpo_equal_compute"] = f"GRPO, equal compute ({steps} steps)"
 

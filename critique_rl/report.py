@@ -32,12 +32,16 @@ def load_run(run_dir: Path) -> dict:
 
 def plot_runs(runs: dict[str, dict], path: Path) -> Path:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    # One colour and line style per run across all panels; later runs dashed so overlaps stay visible.
+    styles = {label: (f"C{i}", "-" if i < 2 else "--") for i, label in enumerate(runs)}
     for ax, (key, title) in zip(axes.flat, PANELS):
         for label, run in runs.items():
             points = [(m["step"], m[key]) for m in run["metrics"] if m.get(key) is not None]
             if points:
                 xs, ys = zip(*points)
-                ax.plot(xs, ys, label=label, marker="o" if key.startswith("eval/") else None, markersize=3)
+                color, line = styles[label]
+                ax.plot(xs, ys, label=label, color=color, linestyle=line,
+                        marker="o" if key.startswith("eval/") else None, markersize=3)
         ax.set_title(title)
         ax.set_xlabel("RL step")
         ax.grid(alpha=0.3)

@@ -84,6 +84,7 @@ class Trainer:
         if self.critic is not None:
             [c] = self.critic.critique([CritiqueRequest(p.question, p.solution, str(p.answer), True, p)])
             self.refine_template.render(question=p.question, attempt=p.solution, critique=c.text)
+            self.critic.metrics()   # the start-up check is not part of step 1's critic counters
 
     # ------------------------------------------------------------------ rollout
     def sampling(self) -> SamplingParams:
