@@ -120,6 +120,7 @@ class CriticConfig:
 class RefineConfig:
     refinements_per_group: int = _f(1, "At most this many refinements join each triggered group.")
     refine_trigger: Literal["all_fail", "any_fail", "always"] = _f("all_fail", "Which groups are critiqued: 'all_fail' (paper: no correct sample), 'any_fail', 'always' (official code: every response).")
+    max_critiques_per_group: int = _f(0, "Critique (and refine) at most this many attempts of a triggered group; 0: every failed attempt (paper). 2 cuts refinement cost ~3x at the same refinements per group.")
     refinement_fallback: Literal["random", "first", "none"] = _f("random", "When no refinement of a group is correct: add a random one, the first one, or none.")
 
 

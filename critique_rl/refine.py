@@ -28,11 +28,17 @@ def groups_to_refine(group_rewards: Sequence[Sequence[float]], trigger: str) -> 
     return chosen
 
 
-def attempts_to_critique(rewards: Sequence[float], trigger: str) -> list[int]:
-    """Samples of a triggered group to critique: its failures, or all of them under 'always'."""
-    if trigger == "always":
-        return list(range(len(rewards)))
-    return [i for i, r in enumerate(rewards) if r <= 0]
+def attempts_to_critique(rewards: Sequence[float], trigger: str, limit: int = 0) -> list[int]:
+    """Samples of a triggered group to critique: its failures, or all of them under 'always'.
+
+    ``limit`` > 0 keeps the first ``limit`` of them (samples are i.i.d., so the first are a
+    random subset): one correct refinement per group is all the mix needs.
+
+    >>> attempts_to_critique([1, 0, 0, 0], "all_fail", limit=2)
+    [1, 2]
+    """
+    chosen = list(range(len(rewards))) if trigger == "always" else [i for i, r in enumerate(rewards) if r <= 0]
+    return chosen[:limit] if limit > 0 else chosen
 
 
 def choose_refinements(rewards: Sequence[float], k: int, fallback: str, rng: random.Random) -> list[int]:

@@ -123,7 +123,8 @@ class Trainer:
         """Critique failures of triggered groups, refine, and pick the refinements that join."""
         cfg, n = self.cfg, self.cfg.rollout.num_generations
         triggered = groups_to_refine(rewards, cfg.refine.refine_trigger)
-        targets = [(g, i) for g in triggered for i in attempts_to_critique(rewards[g], cfg.refine.refine_trigger)]
+        targets = [(g, i) for g in triggered
+                   for i in attempts_to_critique(rewards[g], cfg.refine.refine_trigger, cfg.refine.max_critiques_per_group)]
 
         t = time.perf_counter()
         requests = [CritiqueRequest(problems[g].question, samples[g][i].text, str(problems[g].answer),

@@ -5,7 +5,8 @@
 Each configuration trains from the same warm start for --warmup + --steps steps; the median of
 the measured steps is reported per phase (sample, verify, critique, refine, train). The last
 line of output is one JSON object with ``ratio_critique_over_grpo`` for refine_trigger
-``all_fail`` and ``always``.
+``all_fail`` (every failed attempt of an all-fail group critiqued, and at most 2 of them) and
+``always``. The first steps are the costliest for Critique-GRPO: half the groups fail entirely.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ PHASES = ("sample", "verify", "critique", "refine", "train", "step")
 VARIANTS = {
     "grpo": ["method=grpo"],
     "critique_grpo_all_fail": ["method=critique_grpo", "refine.refine_trigger=all_fail"],
+    "critique_grpo_all_fail_max2": ["method=critique_grpo", "refine.refine_trigger=all_fail", "refine.max_critiques_per_group=2"],
     "critique_grpo_always": ["method=critique_grpo", "refine.refine_trigger=always"],
 }
 
@@ -65,6 +67,7 @@ def main() -> None:
         "phases": results,
         "ratio_critique_over_grpo": {
             "all_fail": results["critique_grpo_all_fail"]["step"] / grpo,
+            "all_fail_max_critiques_2": results["critique_grpo_all_fail_max2"]["step"] / grpo,
             "always": results["critique_grpo_always"]["step"] / grpo,
         },
     }))
