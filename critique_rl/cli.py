@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -117,30 +116,44 @@ def cmd_report(args) -> int:
     return 0
 
 
-def example_prompts(cfg, index: int) -> dict[str, str]:
-    """What the policy and critic would see for evaluation problem ``index`` and a wrong attempt."""
+def example_request(cfg, index: int):
+    """A critique request for evaluation problem ``index`` with a plausible wrong attempt."""
     import random
 
-    from critique_rl.critics import CritiqueRequest, build_critic
+    from critique_rl.critics import CritiqueRequest
     from critique_rl.data import ProblemSource
     from critique_rl.tasks.arithmetic import wrong_attempt
-    from critique_rl.templates import load_template
 
     source = ProblemSource(cfg.task, cfg.seed)
     problems = source.eval_hard + source.eval_easy
     problem = problems[index % len(problems)]
     attempt = wrong_attempt(random.Random(index), problem)
-    [critique] = build_critic(cfg.critic, cfg.task.name).critique(
-        [CritiqueRequest(problem.question, attempt, str(problem.answer), False, problem)])
+    return CritiqueRequest(problem.question, attempt, str(problem.answer), False, problem)
+
+
+def example_prompts(cfg, index: int) -> dict[str, str]:
+    """What the policy sees for example ``index``: solve prompt, critique, refine prompt."""
+    from critique_rl.critics import build_critic
+    from critique_rl.templates import load_template
+
+    request = example_request(cfg, index)
+    [critique] = build_critic(cfg.critic, cfg.task.name).critique([request])
     return {
-        "solve": load_template(cfg.prompts.solve).render(question=problem.question),
+        "solve": load_template(cfg.prompts.solve).render(question=request.question),
         "critique": critique.text,
-        "refine": load_template(cfg.prompts.refine).render(question=problem.question, attempt=attempt, critique=critique.text),
+        "refine": load_template(cfg.prompts.refine).render(question=request.question, attempt=request.attempt,
+                                                           critique=critique.text),
     }
 
 
 def cmd_render(args) -> int:
     cfg = _load(args)
+    if args.critic_prompt:
+        from critique_rl.critics.prompting import CriticPrompt
+
+        prompt = CriticPrompt(cfg.critic, cfg.task.name).render(example_request(cfg, args.example))
+        print(prompt if isinstance(prompt, str) else json.dumps(prompt, indent=2, ensure_ascii=False) + "\n", end="")
+        return 0
     if args.template and "critique" in Path(args.template).name:
         cfg.critic.template = args.template
     prompts = example_prompts(cfg, args.example)

@@ -92,7 +92,7 @@ class Trainer:
         return SamplingParams(r.max_completion_length, r.temperature, r.top_p)
 
     def collect(self, problems: list[Problem]) -> Rollout:
-        cfg, tok = self.cfg, self.tokenizer
+        cfg = self.cfg
         n = cfg.rollout.num_generations
         timings: dict[str, float] = {}
 
@@ -121,7 +121,7 @@ class Trainer:
 
     def critique_and_refine(self, problems, samples, rewards, records, timings):
         """Critique failures of triggered groups, refine, and pick the refinements that join."""
-        cfg, n = self.cfg, self.cfg.rollout.num_generations
+        cfg = self.cfg
         triggered = groups_to_refine(rewards, cfg.refine.refine_trigger)
         targets = [(g, i) for g in triggered
                    for i in attempts_to_critique(rewards[g], cfg.refine.refine_trigger, cfg.refine.max_critiques_per_group)]
