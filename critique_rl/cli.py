@@ -170,6 +170,41 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_fit_entropy(args) -> int:
+    from critique_rl.entropy_law import fit_on_prefix, pairs_from_jsonl, pairs_from_run, plot_fit
+
+    if not args.runs and not args.jsonl:
+        raise ConfigError("fit-entropy needs RUN_DIR arguments or --jsonl FILE")
+    entropy, accuracy = [], []
+    for source in [pairs_from_run(Path(d), args.accuracy_key) for d in args.runs] + \
+                  ([pairs_from_jsonl(Path(args.jsonl))] if args.jsonl else []):
+        entropy += source[0]
+        accuracy += source[1]
+    fit = fit_on_prefix(entropy, accuracy, args.fit_fraction)
+    plot = Path(args.plot or (Path(args.runs[0]) / "entropy_law.png" if args.runs else "entropy_law.png"))
+    plot_fit(entropy, accuracy, fit, plot)
+    if args.json:
+        print(json.dumps({**fit.to_dict(), "plot": str(plot)}))
+    else:
+        print(f"R = -a*exp(H) + b fitted on {fit.points} points: a = {fit.a:.4g}, b = {fit.b:.4g}, "
+              f"ceiling b - a = {fit.ceiling:.4f}, rmse = {fit.rmse:.4f}")
+        if fit.heldout_points:
+            print(f"prediction of the last {fit.heldout_points} points: rmse = {fit.heldout_rmse:.4f}")
+        print(f"plot: {plot}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from critique_rl.compare import COMBINED, METHODS, run_compare
+
+    cfg = _load(args)
+    methods = [*METHODS, COMBINED] if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    result = run_compare(cfg, Path(args.out), methods)
+    print((Path(args.out) / "compare.md").read_text(), end="")
+    print(f"table: {Path(args.out) / 'compare.md'}  plots: {Path(args.out) / 'curves.png'}  ({len(result['methods'])} methods)")
+    return 0
+
+
 def cmd_config(args) -> int:
     cfg = load_config(args.preset, args.overrides)
     if args.yaml:
@@ -223,6 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--critic-prompt", action="store_true",
                    help="print the exact input of a model critic (openai, hf, self): chat messages as JSON, or the completions text")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("fit-entropy", help="fit R = -a*exp(H) + b to (entropy, accuracy) points of runs")
+    p.add_argument("runs", nargs="*", help="run directories (pairs: each step's entropy and --accuracy-key)")
+    p.add_argument("--jsonl", help='a file of {"entropy": H, "accuracy": R} objects')
+    p.add_argument("--accuracy-key", default="reward", help="metric used as accuracy R [reward: training accuracy]")
+    p.add_argument("--fit-fraction", type=float, default=1.0, help="fit on the first fraction of points, score the rest")
+    p.add_argument("--plot", help="PNG path [RUN_DIR/entropy_law.png]")
+    p.add_argument("--json", action="store_true", help="print one JSON object: a, b, ceiling, rmse, ...")
+    p.set_defaults(func=cmd_fit_entropy)
+
+    p = with_config(sub.add_parser("compare", help="GRPO, Critique-GRPO and the entropy interventions from one warm start"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--methods", default="all", help="comma-separated names from compare.METHODS and critique_grpo+best [all]")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("config", help="config tools")
     csub = p.add_subparsers(dest="action", required=True)

@@ -69,6 +69,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
         self.reference = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.loss.beta > 0 else None
         self.step_index = 0
+        self.previous_entropy: float | None = None   # for entropy/delta, the change this step caused
         self.rng = random.Random(f"{cfg.seed}/refine")
         self.loss_generator = torch.Generator().manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -301,6 +302,10 @@ class Trainer:
         t = time.perf_counter()
         metrics = {**rollout.metrics, **self.optimize(rollout.members)}
         metrics["time/train"] = time.perf_counter() - t
+        # Cov(log pi, A) of step t predicts the entropy change seen at step t+1 (Cui et al.).
+        if self.previous_entropy is not None:
+            metrics["entropy/delta"] = metrics["entropy"] - self.previous_entropy
+        self.previous_entropy = metrics["entropy"]
         self.step_index += 1
         self.logger.samples(self.step_index, rollout.samples)
         return metrics
@@ -332,7 +337,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
         state = {"step": self.step_index, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "rng": rng_state(), "refine_rng": self.rng.getstate(),
+                 "rng": rng_state(), "refine_rng": self.rng.getstate(), "previous_entropy": self.previous_entropy,
                  "loss_generator": self.loss_generator.get_state()}
         return save_checkpoint(self.run_dir, self.step_index, self.model, self.tokenizer, state, self.cfg.train.keep_last)
 
@@ -348,6 +353,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step_index = state["step"]
         self.rng.setstate(state["refine_rng"])
+        self.previous_entropy = state.get("previous_entropy")
         self.loss_generator.set_state(state["loss_generator"])
         restore_rng(state["rng"])
         self.logger.truncate_after(self.step_index)

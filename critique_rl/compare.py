@@ -1,0 +1,87 @@
+"""Every entropy remedy against GRPO and Critique-GRPO, from one warm start, seed and budget.
+
+Each method is a named set of config overrides on top of the base config. The combined method
+``critique_grpo+best`` adds to Critique-GRPO the intervention whose GRPO run ended with the
+highest hard greedy pass@1 (ties: higher hard pass@k, then table order).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from critique_rl.config import Config, apply_overrides
+from critique_rl.entropy_law import fit_entropy_law, pairs_from_run
+from critique_rl.pipeline import ensure_warm_start, run_training
+from critique_rl.report import load_run, method_summary, plot_runs
+
+# Clip-Cov's covariance window [1, 5] and KL-Cov's top-covariance choice assume std-normalised
+# advantages (REFERENCE.md §2), so those two run with scale_rewards=group.
+METHODS: dict[str, list[str]] = {
+    "grpo": ["method=grpo"],
+    "critique_grpo": ["method=critique_grpo"],
+    "clip_higher": ["method=grpo", "loss.epsilon_high=0.28"],
+    "clip_cov": ["method=grpo", "loss.intervention=clip_cov", "loss.scale_rewards=group"],
+    "kl_cov": ["method=grpo", "loss.intervention=kl_cov", "loss.scale_rewards=group"],
+    "gppo": ["method=grpo", "loss.intervention=gppo", "loss.epsilon_high=0.28"],
+    "top_entropy": ["method=grpo", "loss.intervention=top_entropy_quantile"],
+}
+INTERVENTIONS = ["clip_higher", "clip_cov", "kl_cov", "gppo", "top_entropy"]
+COMBINED = "critique_grpo+best"
+
+
+def best_intervention(summaries: dict[str, dict]) -> str:
+    ranked = [m for m in INTERVENTIONS if m in summaries]
+    if not ranked:
+        raise ValueError(f"{COMBINED} needs at least one of {', '.join(INTERVENTIONS)} in --methods")
+    return max(ranked, key=lambda m: (summaries[m]["hard_pass1"], summaries[m]["hard_pass_at_k"], -ranked.index(m)))
+
+
+def entropy_law_row(run_dir: Path) -> dict:
+    try:
+        fit = fit_entropy_law(*pairs_from_run(run_dir))
+        return {"a": fit.a, "b": fit.b, "ceiling": fit.ceiling, "fit_rmse": fit.rmse}
+    except ValueError:
+        return {"a": None, "b": None, "ceiling": None, "fit_rmse": None}
+
+
+def run_compare(cfg: Config, out: Path, methods: list[str], show_progress: bool = True) -> dict:
+    unknown = [m for m in methods if m not in METHODS and m != COMBINED]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join([*METHODS, COMBINED])}")
+    out.mkdir(parents=True, exist_ok=True)
+    ws_dir = ensure_warm_start(cfg, out, show_progress)
+    k = cfg.eval.pass_k
+    summaries: dict[str, dict] = {}
+    overrides_used: dict[str, list[str]] = {}
+    for name in [m for m in methods if m != COMBINED] + [m for m in methods if m == COMBINED]:
+        if name == COMBINED:
+            best = best_intervention(summaries)
+            overrides = [o for o in METHODS[best] if o != "method=grpo"] + ["method=critique_grpo"]
+        else:
+            overrides = METHODS[name]
+        run_cfg = apply_overrides(copy.deepcopy(cfg), [f"model.name_or_path={ws_dir}", *overrides])
+        run_training(run_cfg, out / name, show_progress)
+        summaries[name] = method_summary(load_run(out / name), k) | entropy_law_row(out / name)
+        overrides_used[name] = overrides
+    plot_runs({name: load_run(out / name) for name in summaries}, out / "curves.png")
+    result = {"seed": cfg.seed, "k": k, "methods": summaries, "overrides": overrides_used}
+    (out / "compare.json").write_text(json.dumps(result, indent=2))
+    (out / "compare.md").write_text(markdown_table(result))
+    return result
+
+
+def _cell(v) -> str:
+    return "—" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(result: dict) -> str:
+    k = result["k"]
+    cols = [("hard_pass1", "hard pass@1"), ("easy_pass1", "easy pass@1"), ("hard_pass_at_k", f"hard pass@{k}"),
+            ("final_entropy", "final entropy"), ("a", "a"), ("b", "b"), ("ceiling", "ceiling b−a"),
+            ("seconds_per_step", "s / step")]
+    lines = ["| method | overrides | " + " | ".join(title for _, title in cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for name, s in result["methods"].items():
+        lines.append(f"| {name} | `{' '.join(result['overrides'][name])}` | " + " | ".join(_cell(s[c]) for c, _ in cols) + " |")
+    return "\n".join(lines) + "\n"

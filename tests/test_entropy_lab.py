@@ -1,0 +1,73 @@
+"""The entropy–reward law fit and the comparison of interventions."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from critique_rl.compare import best_intervention, markdown_table
+from critique_rl.entropy_law import fit_entropy_law, fit_on_prefix, pairs_from_jsonl
+
+CLI = [sys.executable, "-m", "critique_rl.cli"]
+
+
+def test_fit_recovers_a_known_law_from_noisy_points():
+    rng = np.random.default_rng(0)
+    H = np.linspace(0.05, 1.2, 120)                     # entropy falling over training, in nats
+    R = -0.15 * np.exp(H) + 0.85 + rng.normal(0, 0.01, H.size)
+    fit = fit_entropy_law(H, R)
+    assert fit.a == pytest.approx(0.15, rel=0.05) and fit.b == pytest.approx(0.85, rel=0.05)
+    assert fit.ceiling == pytest.approx(0.70, rel=0.05) and fit.rmse < 0.015
+
+
+def test_prefix_fit_scores_the_later_points():
+    H = np.linspace(1.5, 0.1, 50)                       # step order: entropy decreasing
+    fit = fit_on_prefix(H, -0.2 * np.exp(H) + 0.9, fraction=0.4)
+    assert fit.points == 20 and fit.heldout_points == 30 and fit.heldout_rmse < 1e-6
+
+
+def test_too_few_points_and_bad_jsonl_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="at least 3"):
+        fit_entropy_law([0.1, 0.2], [0.5, 0.4])
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"entropy": 0.3, "accuracy": 0.5}\n{"entropy": 0.2}\n')
+    with pytest.raises(ValueError, match=r"pairs.jsonl:2: expected an object with numeric 'entropy' and 'accuracy'"):
+        pairs_from_jsonl(path)
+
+
+def test_fit_entropy_cli_on_a_jsonl_file(tmp_path):
+    H = np.linspace(0.1, 1.0, 10)
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"entropy": h, "accuracy": -0.1 * np.exp(h) + 0.6}) + "\n" for h in H))
+    out = subprocess.run([*CLI, "fit-entropy", "--jsonl", str(path), "--json", "--plot", str(tmp_path / "p.png")],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    fit = json.loads(out.strip().splitlines()[-1])
+    assert fit["a"] == pytest.approx(0.1, rel=1e-3) and fit["ceiling"] == pytest.approx(0.5, rel=1e-3)
+    assert (tmp_path / "p.png").stat().st_size > 5000
+
+
+def test_best_intervention_ranks_by_hard_accuracy_then_pass_at_k():
+    s = {"grpo": {"hard_pass1": 0.9, "hard_pass_at_k": 1.0},
+         "clip_cov": {"hard_pass1": 0.2, "hard_pass_at_k": 0.3}, "gppo": {"hard_pass1": 0.2, "hard_pass_at_k": 0.5}}
+    assert best_intervention(s) == "gppo"          # grpo is not an intervention
+    with pytest.raises(ValueError, match="needs at least one of"):
+        best_intervention({"grpo": s["grpo"]})
+
+
+def test_compare_end_to_end_on_the_tiny_preset(tmp_path):
+    out = tmp_path / "cmp"
+    subprocess.run([*CLI, "compare", "--config", "tiny", "--out", str(out), "--methods", "grpo,clip_cov,gppo,critique_grpo+best"],
+                   capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads((out / "compare.json").read_text())
+    assert list(result["methods"]) == ["grpo", "clip_cov", "gppo", "critique_grpo+best"]
+    assert "method=critique_grpo" in result["overrides"]["critique_grpo+best"]
+    assert (out / "curves.png").stat().st_size > 10_000
+    table = (out / "compare.md").read_text()
+    assert table == markdown_table(result) and table.count("\n") == 6
+    rows = [json.loads(line) for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert "entropy/delta" in rows[2] and "entropy/cov_logp_adv" in rows[2] and "entropy/p80" in rows[2]
+    fit = subprocess.run([*CLI, "fit-entropy", str(out / "grpo"), str(out / "gppo"), "--json"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert {"a", "b", "ceiling", "rmse"} <= set(json.loads(fit.strip().splitlines()[-1]))
