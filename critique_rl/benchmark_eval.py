@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from critique_rl.config import _f
-from critique_rl.datasets_io import DEFAULT_DATA_ROOT, Example, benchmark_spec, load_examples
+from critique_rl.datasets_io import (
+    DEFAULT_DATA_ROOT,
+    Example,
+    benchmark_spec,
+    load_examples,
+)
 from critique_rl.evaluate import pass_at_k
 
 GenerateFn = Callable[[list[str], int], list[list[str]]]

@@ -20,8 +20,15 @@ from pathlib import Path
 
 import yaml
 
-from critique_rl.config import ConfigError, apply_overrides, config_from_dict, describe, load_config
+from critique_rl.config import (
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    describe,
+    load_config,
+)
 from critique_rl.critics.base import CriticAuthError
+from critique_rl.interrupts import NonFiniteLoss, TrainingInterrupted
 
 
 def _load(args) -> "Config":  # noqa: F821
@@ -171,16 +178,19 @@ def cmd_render(args) -> int:
 
 
 def cmd_fit_entropy(args) -> int:
-    from critique_rl.entropy_law import fit_on_prefix, pairs_from_jsonl, pairs_from_run, plot_fit
+    from critique_rl.entropy_law import (
+        fit_on_prefix,
+        pairs_from_jsonl,
+        pairs_from_run,
+        plot_fit,
+    )
 
     if not args.runs and not args.jsonl:
         raise ConfigError("fit-entropy needs RUN_DIR arguments or --jsonl FILE")
-    entropy, accuracy = [], []
-    for source in [pairs_from_run(Path(d), args.accuracy_key) for d in args.runs] + \
-                  ([pairs_from_jsonl(Path(args.jsonl))] if args.jsonl else []):
-        entropy += source[0]
-        accuracy += source[1]
-    fit = fit_on_prefix(entropy, accuracy, args.fit_fraction)
+    series = [pairs_from_run(Path(d), args.accuracy_key) for d in args.runs] + \
+             ([pairs_from_jsonl(Path(args.jsonl))] if args.jsonl else [])
+    fit = fit_on_prefix(series, args.fit_fraction)
+    entropy, accuracy = [h for H, _ in series for h in H], [r for _, R in series for r in R]
     plot = Path(args.plot or (Path(args.runs[0]) / "entropy_law.png" if args.runs else "entropy_law.png"))
     plot_fit(entropy, accuracy, fit, plot)
     if args.json:
@@ -189,7 +199,7 @@ def cmd_fit_entropy(args) -> int:
         print(f"R = -a*exp(H) + b fitted on {fit.points} points: a = {fit.a:.4g}, b = {fit.b:.4g}, "
               f"ceiling b - a = {fit.ceiling:.4f}, rmse = {fit.rmse:.4f}")
         if fit.heldout_points:
-            print(f"prediction of the last {fit.heldout_points} points: rmse = {fit.heldout_rmse:.4f}")
+            print(f"prediction of the {fit.heldout_points} later points: rmse = {fit.heldout_rmse:.4f}")
         print(f"plot: {plot}")
     return 0
 
@@ -262,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit-entropy", help="fit R = -a*exp(H) + b to (entropy, accuracy) points of runs")
     p.add_argument("runs", nargs="*", help="run directories (pairs: each step's entropy and --accuracy-key)")
     p.add_argument("--jsonl", help='a file of {"entropy": H, "accuracy": R} objects')
-    p.add_argument("--accuracy-key", default="reward", help="metric used as accuracy R [reward: training accuracy]")
+    p.add_argument("--accuracy-key", default="reward", help="metric used as accuracy R [reward: the step's training accuracy, logged every step; eval/hard_pass1 keeps only eval steps, each with its own step's entropy]")
     p.add_argument("--fit-fraction", type=float, default=1.0, help="fit on the first fraction of points, score the rest")
     p.add_argument("--plot", help="PNG path [RUN_DIR/entropy_law.png]")
     p.add_argument("--json", action="store_true", help="print one JSON object: a, b, ceiling, rmse, ...")
@@ -297,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError, CriticAuthError) as err:
         print(f"critique-rl {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stop:
+        print(f"critique-rl {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except NonFiniteLoss as err:
+        print(f"critique-rl {args.command}: error: {err}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

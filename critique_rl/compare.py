@@ -17,10 +17,12 @@ from critique_rl.pipeline import ensure_warm_start, run_training
 from critique_rl.report import load_run, method_summary, plot_runs
 
 # Clip-Cov's covariance window [1, 5] and KL-Cov's top-covariance choice assume std-normalised
-# advantages (REFERENCE.md §2), so those two run with scale_rewards=group.
+# advantages (REFERENCE.md §2), so those two run with scale_rewards=group; grpo_std is GRPO with
+# the same scaling, the control that tells the remedy's effect from the scaling's.
 METHODS: dict[str, list[str]] = {
     "grpo": ["method=grpo"],
     "critique_grpo": ["method=critique_grpo"],
+    "grpo_std": ["method=grpo", "loss.scale_rewards=group"],
     "clip_higher": ["method=grpo", "loss.epsilon_high=0.28"],
     "clip_cov": ["method=grpo", "loss.intervention=clip_cov", "loss.scale_rewards=group"],
     "kl_cov": ["method=grpo", "loss.intervention=kl_cov", "loss.scale_rewards=group"],
@@ -63,10 +65,13 @@ def run_compare(cfg: Config, out: Path, methods: list[str], show_progress: bool 
             overrides = METHODS[name]
         run_cfg = apply_overrides(copy.deepcopy(cfg), [f"model.name_or_path={ws_dir}", *overrides])
         run_training(run_cfg, out / name, show_progress)
-        summaries[name] = method_summary(load_run(out / name), k) | entropy_law_row(out / name)
+        run = load_run(out / name)
+        summaries[name] = {**method_summary(run, k), "probe_entropy": run["final"].get("entropy/probe"),
+                           **entropy_law_row(out / name)}
         overrides_used[name] = overrides
     plot_runs({name: load_run(out / name) for name in summaries}, out / "curves.png")
-    result = {"seed": cfg.seed, "k": k, "methods": summaries, "overrides": overrides_used}
+    result = {"seed": cfg.seed, "k": k, "methods": summaries, "overrides": overrides_used,
+              "on_policy": cfg.train.num_iterations == 1 and cfg.train.mini_batches == 1}
     (out / "compare.json").write_text(json.dumps(result, indent=2))
     (out / "compare.md").write_text(markdown_table(result))
     return result
@@ -78,10 +83,17 @@ def _cell(v) -> str:
 
 def markdown_table(result: dict) -> str:
     k = result["k"]
-    cols = [("hard_pass1", "hard pass@1"), ("easy_pass1", "easy pass@1"), ("hard_pass_at_k", f"hard pass@{k}"),
-            ("final_entropy", "final entropy"), ("a", "a"), ("b", "b"), ("ceiling", "ceiling b−a"),
+    cols = [("hard_pass1", "hard pass@1 (greedy)"), ("easy_pass1", "easy pass@1 (greedy)"),
+            ("hard_pass_at_k", f"hard pass@{k} (sampled)"),
+            ("final_entropy", "final entropy"), ("probe_entropy", "probe entropy"), ("a", "a"), ("b", "b"), ("ceiling", "ceiling b−a"),
             ("seconds_per_step", "s / step")]
     lines = ["| method | overrides | " + " | ".join(title for _, title in cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for name, s in result["methods"].items():
         lines.append(f"| {name} | `{' '.join(result['overrides'][name])}` | " + " | ".join(_cell(s[c]) for c, _ in cols) + " |")
+    if result["on_policy"]:
+        # With one optimizer step per rollout batch the ratio is exactly 1: nothing is clipped and
+        # |log pi - log pi_old| has zero gradient, so these remedies reduce to their base loss.
+        lines += ["", ("One optimizer step per rollout batch (train.num_iterations = train.mini_batches = 1): the "
+                       "importance ratio is 1, so clip-higher, GPPO and KL-Cov train exactly like their base method; "
+                       "set train.mini_batches=2 to compare them.")]
     return "\n".join(lines) + "\n"

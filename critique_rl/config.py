@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -157,6 +158,11 @@ class TrainConfig:
     max_tokens_per_microbatch: int = _f(16384, "Token budget (padded) of one forward/backward; bounds memory whatever the lengths.")
     save_every: int = _f(50, "Checkpoint every this many steps (and at the end).")
     keep_last: int = _f(2, "Checkpoints kept; older ones are pruned.")
+    max_bad_steps: int = _f(3, "Stop the run after this many optimizer steps in a row skipped for a NaN or inf loss or gradient.")
+    alarm_truncation_ratio: float = _f(0.5, "Alarm when more than this share of completions hit max_completion_length.")
+    alarm_zero_std_patience: int = _f(20, "Alarm when every group had zero reward variance for this many steps in a row.")
+    entropy_min: float = _f(0.0, "Alarm when token entropy falls below this (collapse); 0: off.")
+    entropy_max: float = _f(0.0, "Alarm when token entropy rises above this (explosion, e.g. refinements trained off-policy); 0: off.")
     samples_per_step: int = _f(2, "Groups per step written to samples.jsonl (question, attempts, critiques, refinements).")
 
 
@@ -166,6 +172,7 @@ class EvalConfig:
     pass_n: int = _f(8, "Samples per problem for sampled pass@k at the end.")
     pass_k: int = _f(4, "k of the unbiased pass@k estimator 1 - C(n-c,k)/C(n,k).")
     temperature: float = _f(1.0, "Sampling temperature for pass@k.")
+    probe_prompts: int = _f(32, "Held-out prompts (half hard, half easy; fixed by the seed) whose greedy completions' mean token entropy is logged as entropy/probe at every evaluation, comparable across runs (0: off).")
 
 
 @dataclass
@@ -243,8 +250,8 @@ def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
                 value = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: {key} = {value!r}; expected a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}: {key} = {value!r}; expected a finite number")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
@@ -295,6 +302,8 @@ def validate(cfg: Config) -> None:
         problems.append("rollout.num_generations must be >= 2 for GRPO (a group of one has zero advantage)")
     if cfg.eval.pass_k > cfg.eval.pass_n:
         problems.append(f"eval.pass_k ({cfg.eval.pass_k}) must be <= eval.pass_n ({cfg.eval.pass_n})")
+    if cfg.eval.probe_prompts < 0:
+        problems.append("eval.probe_prompts must be >= 0")
     if cfg.train.prompts_per_step % cfg.train.mini_batches:
         problems.append(f"train.prompts_per_step ({cfg.train.prompts_per_step}) must be divisible by train.mini_batches ({cfg.train.mini_batches})")
     if not 0 <= cfg.task.train_hard_fraction <= 1:

@@ -13,6 +13,7 @@ is spent.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,16 +54,28 @@ def fit_entropy_law(entropy, accuracy) -> EntropyLawFit:
     return EntropyLawFit(a, b, b - a, rmse, int(H.size))
 
 
-def fit_on_prefix(entropy, accuracy, fraction: float) -> EntropyLawFit:
-    """Fit on the first ``fraction`` of the points (in step order) and score the rest."""
-    H, R = np.asarray(entropy, dtype=float), np.asarray(accuracy, dtype=float)
+def fit_on_prefix(series, fraction: float) -> EntropyLawFit:
+    """Fit on the first ``fraction`` of each (entropy, accuracy) series, in step order; score the rest.
+
+    Each run is cut on its own, so with several runs the held-out points are every run's later
+    steps, not the last run's. Example: runs of 10 and 20 steps at fraction 0.5 fit on 5 + 10
+    points and score 5 + 10.
+    """
     if not 0 < fraction <= 1:
         raise ValueError(f"--fit-fraction must be in (0, 1], got {fraction}")
-    cut = max(3, int(round(fraction * H.size)))
-    fit = fit_entropy_law(H[:cut], R[:cut])
-    if cut < H.size:
-        fit.heldout_rmse = float(np.sqrt(np.mean((fit.predict(H[cut:]) - R[cut:]) ** 2)))
-        fit.heldout_points = int(H.size - cut)
+    fit_H, fit_R, held_H, held_R = [], [], [], []
+    for H, R in series:
+        cut = math.ceil(fraction * len(H) - 1e-9)   # 0.7 * 10 is 7.000000000000001, not 8 points
+        fit_H.extend(H[:cut])
+        fit_R.extend(R[:cut])
+        held_H.extend(H[cut:])
+        held_R.extend(R[cut:])
+    if fraction < 1 and len(fit_H) < 3:
+        raise ValueError(f"--fit-fraction {fraction} leaves {len(fit_H)} points to fit; the fit needs at least 3")
+    fit = fit_entropy_law(fit_H, fit_R)
+    if held_H:
+        fit.heldout_rmse = float(np.sqrt(np.mean((fit.predict(held_H) - np.asarray(held_R)) ** 2)))
+        fit.heldout_points = len(held_H)
     return fit
 
 
@@ -75,17 +88,22 @@ def pairs_from_run(run_dir: Path, accuracy_key: str = "reward") -> tuple[list[fl
 
 
 def pairs_from_jsonl(path: Path) -> tuple[list[float], list[float]]:
-    """Pairs from a file of {"entropy": H, "accuracy": R} objects, one per line."""
+    """Pairs from a file of {"entropy": H, "accuracy": R} objects, one per line (blank lines skipped)."""
     H, R = [], []
     for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            H.append(float(row["entropy"]))
-            R.append(float(row["accuracy"]))
+            h, r = float(row["entropy"]), float(row["accuracy"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}:{number}: expected an object with numeric 'entropy' and 'accuracy' ({err})") from None
+        if not (math.isfinite(h) and math.isfinite(r)):
+            raise ValueError(f"{path}:{number}: entropy and accuracy must be finite, got {h}, {r}")
+        H.append(h)
+        R.append(r)
+    if not H:
+        raise ValueError(f"{path}: no points (the file is empty)")
     return H, R
 
 

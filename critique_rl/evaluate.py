@@ -5,9 +5,9 @@ from __future__ import annotations
 from math import comb
 from typing import Sequence
 
-from critique_rl.templates import PromptTemplate
 from critique_rl.rollout.base import SamplingParams
 from critique_rl.tasks.arithmetic import Problem, verify
+from critique_rl.templates import PromptTemplate
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

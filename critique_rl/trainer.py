@@ -18,15 +18,31 @@ import torch
 from tqdm.auto import tqdm
 
 from critique_rl import algos
-from critique_rl.batching import pad_sequences, sequence_logits, token_budget_microbatches
-from critique_rl.checkpoint import latest_checkpoint, restore_rng, rng_state, save_checkpoint
+from critique_rl.alarms import AlarmSettings, check_alarms
+from critique_rl.alarms import describe as describe_alarm
+from critique_rl.batching import (
+    pad_sequences,
+    sequence_logits,
+    token_budget_microbatches,
+)
+from critique_rl.checkpoint import (
+    latest_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
 from critique_rl.config import Config
 from critique_rl.critics import CritiqueRequest, build_critic
 from critique_rl.data import ProblemSource
 from critique_rl.evaluate import greedy_pass1, sampled_pass_at_k
+from critique_rl.interrupts import GracefulStop, NonFiniteLoss, TrainingInterrupted
 from critique_rl.metrics import MetricsLogger, one_line_summary
 from critique_rl.modeling import load_policy
-from critique_rl.refine import attempts_to_critique, choose_refinements, groups_to_refine
+from critique_rl.refine import (
+    attempts_to_critique,
+    choose_refinements,
+    groups_to_refine,
+)
 from critique_rl.rewards import arithmetic_reward
 from critique_rl.rollout import HFEngine, SamplingParams
 from critique_rl.tasks.arithmetic import Problem, is_hard
@@ -70,6 +86,10 @@ class Trainer:
         self.reference = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.loss.beta > 0 else None
         self.step_index = 0
         self.previous_entropy: float | None = None   # for entropy/delta, the change this step caused
+        self.bad_steps = 0
+        self.zero_std_streak = 0
+        t = cfg.train
+        self.alarm_settings = AlarmSettings(t.alarm_truncation_ratio, t.alarm_zero_std_patience, t.entropy_min, t.entropy_max)
         self.rng = random.Random(f"{cfg.seed}/refine")
         self.loss_generator = torch.Generator().manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -229,6 +249,7 @@ class Trainer:
         group_ids = sorted({m.group for m in members})
         per_mini = len(group_ids) // cfg.train.mini_batches
         stats: dict[str, list[float]] = {}
+        skipped = 0
         entropies, masks, refine_flags, logps, advs = [], [], [], [], []
         for iteration in range(cfg.train.num_iterations):
             order = list(group_ids)
@@ -259,11 +280,16 @@ class Trainer:
                         logps.append(logp.detach().cpu())
                         advs.append(advantages[mb])
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
-                self.optimizer.step()
+                if torch.isfinite(grad_norm):       # a NaN/inf loss or gradient: skip, never apply
+                    self.optimizer.step()
+                else:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    skipped += 1
                 _accumulate(stats, {"grad_norm": grad_norm.item()}, weight=1.0 / cfg.train.mini_batches)
         metrics = {k: v / cfg.train.num_iterations for k, v in ((k, sum(v)) for k, v in stats.items())}
         metrics.update(self.entropy_metrics(entropies, masks, refine_flags, logps, advs))
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics["train/skipped_nonfinite"] = float(skipped)
         self.scheduler.step()
         return metrics
 
@@ -293,12 +319,40 @@ class Trainer:
             n, k = cfg.eval.pass_n, cfg.eval.pass_k
             out[f"eval/easy_pass@{k}"] = sampled_pass_at_k(self.engine, solve, self.source.eval_easy, n, k, params)
             out[f"eval/hard_pass@{k}"] = sampled_pass_at_k(self.engine, solve, self.source.eval_hard, n, k, params)
+        if cfg.eval.probe_prompts:
+            out["entropy/probe"] = self.probe_entropy()
         return out
+
+    @torch.no_grad()
+    def probe_entropy(self) -> float:
+        """Mean token entropy of greedy completions of fixed held-out prompts.
+
+        Greedy decoding draws no random numbers, so the value depends on the weights alone and
+        runs can be compared at equal steps whatever they sampled for training.
+        """
+        n = self.cfg.eval.probe_prompts
+        problems = self.source.eval_hard[:n - n // 2] + self.source.eval_easy[:n // 2]
+        prompts = [self.solve_template.render(question=p.question) for p in problems]
+        outs = self.engine.generate(prompts, 1, SamplingParams(self.cfg.rollout.max_completion_length, greedy=True))
+        members = [Member(0, o[0].prompt_ids, o[0].completion_ids, 0.0, False) for o in outs]
+        total, count = 0.0, 0.0
+        for mb in self.microbatches(list(range(len(members))), members):
+            _, entropy, mask = self.forward(self.model, [members[i] for i in mb])
+            total += float((entropy * mask).sum())
+            count += float(mask.sum())
+        return total / max(count, 1.0)
 
     # ------------------------------------------------------------------ the loop
     def step(self) -> dict[str, float]:
         problems = self.source.train_batch(self.step_index, self.cfg.train.prompts_per_step)
-        rollout = self.collect(problems)                       # sample, verify, critique, refine, mix
+        try:
+            rollout = self.collect(problems)                   # sample, verify, critique, refine, mix
+        except RuntimeError as err:
+            if "probability tensor contains" not in str(err):
+                raise
+            raise NonFiniteLoss(
+                f"step {self.step_index + 1}: the policy's next-token probabilities are not finite (its weights "
+                f"diverged); lower train.learning_rate. The last good checkpoint is under {self.run_dir}/checkpoints") from None
         t = time.perf_counter()
         metrics = {**rollout.metrics, **self.optimize(rollout.members)}
         metrics["time/train"] = time.perf_counter() - t
@@ -316,23 +370,44 @@ class Trainer:
             self.logger.log({"step": 0, **self.evaluate()})
         bar = tqdm(total=cfg.train.steps, initial=self.step_index, desc=f"{cfg.method}", disable=None if self.show_progress else True,
                    mininterval=2.0)
-        while self.step_index < cfg.train.steps:
-            t = time.perf_counter()
-            metrics = self.step()
-            metrics["time/step"] = time.perf_counter() - t
-            if cfg.eval.every and self.step_index % cfg.eval.every == 0:
-                metrics.update(self.evaluate())
-            metrics["step"] = self.step_index
-            self.logger.log(metrics)
-            bar.update(1)
-            if self.show_progress:
-                bar.write(one_line_summary(metrics))
-            if self.step_index % cfg.train.save_every == 0 or self.step_index == cfg.train.steps:
-                self.save()
+        with GracefulStop() as stop:
+            while self.step_index < cfg.train.steps:
+                t = time.perf_counter()
+                metrics = self.step()
+                metrics["time/step"] = time.perf_counter() - t
+                if cfg.eval.every and self.step_index % cfg.eval.every == 0:
+                    metrics.update(self.evaluate())
+                metrics["step"] = self.step_index
+                self.watch(metrics)
+                self.logger.log(metrics)
+                bar.update(1)
+                if self.show_progress:
+                    bar.write(one_line_summary(metrics))
+                if self.step_index % cfg.train.save_every == 0 or self.step_index == cfg.train.steps or stop.signal:
+                    self.save()
+                if stop.signal:
+                    raise TrainingInterrupted(
+                        f"stopped after step {self.step_index}; checkpoint saved. Resume with: "
+                        f"critique-rl train --resume {self.run_dir}", stop.exit_code)
+                if self.bad_steps >= cfg.train.max_bad_steps:
+                    raise NonFiniteLoss(
+                        f"{self.bad_steps} steps in a row (up to step {self.step_index}) had a NaN or inf loss or "
+                        f"gradient and were skipped (train.max_bad_steps = {cfg.train.max_bad_steps}); lower "
+                        f"train.learning_rate or check the reward. The last good checkpoint is under {self.run_dir}/checkpoints")
         bar.close()
         final = {**self.evaluate(final=True), "step": self.step_index}
         (self.run_dir / "final_eval.json").write_text(json.dumps(final, indent=2))
         return final
+
+    def watch(self, metrics: dict) -> None:
+        """Count skipped non-finite steps and raise the silent-failure alarms, in the log and the metrics."""
+        self.bad_steps = self.bad_steps + 1 if metrics["train/skipped_nonfinite"] else 0
+        if self.bad_steps:
+            tqdm.write(f"warning: step {metrics['step']}: non-finite loss or gradient, optimizer step skipped")
+        self.zero_std_streak = self.zero_std_streak + 1 if metrics["frac_reward_zero_std"] >= 1.0 else 0
+        for name in check_alarms(metrics, self.zero_std_streak, self.alarm_settings):
+            metrics[f"alarm/{name}"] = 1.0
+            tqdm.write(f"warning: step {metrics['step']}: {describe_alarm(name, metrics, self.alarm_settings)}")
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:

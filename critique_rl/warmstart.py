@@ -14,14 +14,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from critique_rl.batching import pad_sequences, sequence_logits, token_budget_microbatches
+from critique_rl.batching import (
+    pad_sequences,
+    sequence_logits,
+    token_budget_microbatches,
+)
 from critique_rl.config import Config
 from critique_rl.critics.base import CritiqueRequest, default_template
 from critique_rl.critics.rule import RuleCritic
 from critique_rl.data import ProblemSource
 from critique_rl.modeling import build_char_tokenizer, build_tiny_model
-from critique_rl.templates import load_template
 from critique_rl.tasks.arithmetic import wrong_attempt
+from critique_rl.templates import load_template
 
 
 class TranscriptMaker:

@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from critique_rl.benchmark_eval import BenchmarkEvalConfig, evaluate_benchmark, evaluate_benchmarks, format_table
+from critique_rl.benchmark_eval import (
+    BenchmarkEvalConfig,
+    evaluate_benchmark,
+    evaluate_benchmarks,
+    format_table,
+)
 from critique_rl.datasets_io import Example, benchmark_spec, load_examples
 from critique_rl.math_reward import math_reward
 

@@ -23,7 +23,7 @@ def test_wrong_type_and_bad_choice_name_the_key(tmp_path):
         load_config("toy", ["refine.refine_trigger=never"])
     path = tmp_path / "c.yaml"
     path.write_text("loss:\n  epsilon: [1]\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: loss.epsilon = \[1\]; expected a number"):
+    with pytest.raises(ConfigError, match=r"c.yaml: loss.epsilon = \[1\]; expected a finite number"):
         load_config(str(path))
 
 

@@ -5,8 +5,13 @@ import logging
 
 import pytest
 
-from critique_rl.datasets_io import BENCHMARKS, DatasetError, DatasetSpec, benchmark_spec, load_examples
-
+from critique_rl.datasets_io import (
+    BENCHMARKS,
+    DatasetError,
+    DatasetSpec,
+    benchmark_spec,
+    load_examples,
+)
 
 # (rows, first question starts, first answer) of each shared file, read with its preset alone.
 EXPECTED = {

@@ -13,7 +13,12 @@ import time
 import pytest
 
 from critique_rl.datasets_io import benchmark_spec, load_examples
-from critique_rl.math_reward import MathRewardConfig, MathVerifier, make_math_reward, math_reward
+from critique_rl.math_reward import (
+    MathRewardConfig,
+    MathVerifier,
+    make_math_reward,
+    math_reward,
+)
 from critique_rl.math_verify_worker import parse_gold, verify_answer
 
 SLOW_INPUT = "\\boxed{(10^{7})!}"  # sympy computes 10^7! when comparing: minutes of CPU, little memory

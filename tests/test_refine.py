@@ -4,7 +4,11 @@ import random
 
 import pytest
 
-from critique_rl.refine import attempts_to_critique, choose_refinements, groups_to_refine
+from critique_rl.refine import (
+    attempts_to_critique,
+    choose_refinements,
+    groups_to_refine,
+)
 
 GROUPS = [[0, 0, 0], [1, 0, 0], [1, 1, 1]]
 

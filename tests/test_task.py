@@ -6,7 +6,13 @@ from critique_rl.config import TaskConfig
 from critique_rl.critics.base import CritiqueRequest
 from critique_rl.critics.rule import RuleCritic
 from critique_rl.data import ProblemSource
-from critique_rl.tasks.arithmetic import extract_answer, problem_from_operands, sample_problem, verify, wrong_attempt
+from critique_rl.tasks.arithmetic import (
+    extract_answer,
+    problem_from_operands,
+    sample_problem,
+    verify,
+    wrong_attempt,
+)
 
 
 def test_reference_solution_and_verifier():

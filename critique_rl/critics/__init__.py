@@ -5,6 +5,12 @@ Backends (``critic.backend``): ``rule`` (rule.py), ``openai`` (openai_api.py), `
 prompting.py (the critic prompt), cache.py and ratelimit.py. ``build_critic`` picks one.
 """
 
-from critique_rl.critics.base import Critic, CriticAuthError, Critique, CritiqueRequest, build_critic
+from critique_rl.critics.base import (
+    Critic,
+    CriticAuthError,
+    Critique,
+    CritiqueRequest,
+    build_critic,
+)
 
 __all__ = ["Critic", "CriticAuthError", "Critique", "CritiqueRequest", "build_critic"]

@@ -30,7 +30,13 @@ from typing import Protocol
 import numpy as np
 
 from critique_rl.config import CriticConfig
-from critique_rl.critics.base import Critique, CritiqueRequest, default_template, parse_verdict, verdict_word
+from critique_rl.critics.base import (
+    Critique,
+    CritiqueRequest,
+    default_template,
+    parse_verdict,
+    verdict_word,
+)
 from critique_rl.critics.cache import CritiqueCache
 from critique_rl.critics.prompting import CriticPrompt, Prompt
 from critique_rl.templates import load_template

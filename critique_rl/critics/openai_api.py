@@ -20,7 +20,14 @@ import time
 from dataclasses import dataclass
 
 import openai
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential, wait_random
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential,
+    wait_random,
+)
 from tenacity.wait import wait_base
 
 from critique_rl.config import ConfigError, CriticConfig

@@ -9,8 +9,8 @@ error, each with index, text, expected, ok). Indicative and ground-truth templat
 from __future__ import annotations
 
 from critique_rl.critics.base import Critique, CritiqueRequest, verdict_word
-from critique_rl.templates import load_template
 from critique_rl.tasks.arithmetic import check_steps
+from critique_rl.templates import load_template
 
 
 class RuleCritic:

@@ -1,0 +1,51 @@
+"""SIGINT/SIGTERM: finish the current step, checkpoint, exit; a second SIGINT exits at once."""
+
+from __future__ import annotations
+
+import signal
+
+
+class GracefulStop:
+    """Context manager recording the first SIGINT/SIGTERM instead of dying mid-step.
+
+    Inside, ``self.signal`` becomes the received signal number; the training loop checks it
+    between steps. The first signal restores the default handlers, so a second Ctrl-C interrupts
+    immediately.
+    """
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        print(f"\nreceived {signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
+              "(press Ctrl-C again to exit at once)", flush=True)
+
+    def __enter__(self) -> "GracefulStop":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signal or 0)
+
+
+class TrainingInterrupted(Exception):
+    """Raised after the checkpoint is written; carries the exit code and the resume hint."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class NonFiniteLoss(Exception):
+    """Too many optimizer steps in a row had a NaN or inf loss or gradient."""
