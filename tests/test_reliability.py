@@ -1,7 +1,6 @@
 """Runs that survive interruption, faults and bad input: real processes, signals and files."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
