@@ -28,6 +28,7 @@ from critique_rl.config import (
     load_config,
 )
 from critique_rl.critics.base import CriticAuthError
+from critique_rl.checkpoint import CheckpointError
 from critique_rl.interrupts import NonFiniteLoss, TrainingInterrupted
 
 
@@ -310,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as stop:
         print(f"critique-rl {args.command}: {stop}", file=sys.stderr)
         return stop.exit_code
+    except CheckpointError as err:
+        print(f"critique-rl {args.command}: error: {err}", file=sys.stderr)
+        return 4
     except NonFiniteLoss as err:
         print(f"critique-rl {args.command}: error: {err}", file=sys.stderr)
         return 3

@@ -160,3 +160,27 @@ def test_malformed_yaml_and_a_run_dir_without_config(tmp_path):
     assert "bad.yaml: malformed YAML" in result.stderr and "Traceback" not in result.stderr
     result = cli("train", "--resume", str(tmp_path), cwd=tmp_path, check_rc=2)
     assert "no config.yaml there" in result.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: room for two tiny checkpoints, not three."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_full_disk_during_checkpointing_is_reported_and_the_previous_checkpoint_kept(warm, tmp_path, small_disk):
+    run = small_disk / "run"
+    result = cli("train", "--config", "tiny", "--out", str(run), *TINY, f"model.name_or_path={warm}", "train.steps=6",
+                 "train.save_every=1", "train.keep_last=2", cwd=tmp_path, check_rc=4)
+    assert "could not write the checkpoint of step" in result.stderr and "is intact" in result.stderr
+    assert "Traceback" not in result.stderr
+    kept = latest_checkpoint(run)
+    assert kept is not None and not list((run / "checkpoints").glob(".tmp-*"))
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(kept)           # the previous checkpoint still loads
