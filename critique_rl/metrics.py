@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a crash leaves the old or the new file, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _clean(value):
@@ -29,11 +37,18 @@ class MetricsLogger:
                 f.write(json.dumps({"step": step, "prompt": i, **g}) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """Drop records of steps after ``step``: a resumed run redoes them."""
+        """Drop records of steps after ``step`` (a resumed run redoes them), and a line torn by a crash."""
         for path in (self.metrics_path, self.samples_path):
             if path.exists():
-                kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-                path.write_text("".join(line + "\n" for line in kept))
+                kept = [line for line in path.read_text().splitlines() if _step_of(line) is not None and _step_of(line) <= step]
+                write_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

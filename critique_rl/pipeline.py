@@ -16,6 +16,7 @@ import yaml
 
 from critique_rl.checkpoint import latest_checkpoint
 from critique_rl.config import Config
+from critique_rl.metrics import write_atomic
 from critique_rl.report import write_report
 from critique_rl.trainer import Trainer
 from critique_rl.warmstart import warm_start
@@ -23,7 +24,7 @@ from critique_rl.warmstart import warm_start
 
 def save_config(cfg: Config, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def run_training(cfg: Config, run_dir: Path, show_progress: bool = True) -> dict:

@@ -81,6 +81,25 @@ def test_incomplete_checkpoints_are_ignored_on_resume(warm, tmp_path):
     assert [r["step"] for r in rows(run)] == [0, 1, 2, 3]
 
 
+def test_sigkill_at_random_moments_never_leaves_an_unloadable_newest_checkpoint(warm, tmp_path):
+    # Checkpoint every step so that many kills land while one is being written.
+    run = tmp_path / "run"
+    args = [f"model.name_or_path={warm}", "train.steps=400", "train.save_every=1", "train.keep_last=2"]
+    cli("train", "--config", "tiny", "--out", str(run), *TINY, *args[:1], "train.steps=1", cwd=tmp_path)
+    delays = [1.5, 2.0, 2.5, 3.0, 3.5]
+    for delay in delays:
+        proc = subprocess.Popen([*CLI, "train", "--resume", str(run), *args[1:]], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        newest = latest_checkpoint(run)
+        state = torch.load(newest / "trainer_state.pt", weights_only=False)
+        assert state["step"] == int(newest.name.split("-")[1])
+    cli("train", "--resume", str(run), f"train.steps={state['step'] + 1}", cwd=tmp_path)
+    assert rows(run)[-1]["step"] == state["step"] + 1
+
+
 def test_old_checkpoints_are_pruned(warm, tmp_path):
     run = tmp_path / "run"
     cli("train", "--config", "tiny", "--out", str(run), *TINY, f"model.name_or_path={warm}", "train.steps=4", "train.save_every=1",
