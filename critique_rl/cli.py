@@ -73,7 +73,7 @@ def cmd_train(args) -> int:
         save_config(cfg, run_dir)
         trainer = Trainer(cfg, run_dir)
         step = trainer.resume()
-        print(f"resumed {run_dir} at step {step}")
+        print(f"resumed {run_dir} at step {step}" if step else f"{run_dir} has no checkpoint yet: training it from step 0")
         final = trainer.train()
     else:
         if not args.out:

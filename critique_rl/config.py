@@ -310,7 +310,8 @@ def validate(cfg: Config) -> None:
         problems.append("task.train_hard_fraction must be in [0, 1]")
     if cfg.task.min_operand < 0 or cfg.task.max_operand < cfg.task.min_operand:
         problems.append("task needs 0 <= min_operand <= max_operand")
-    for name in ("steps", "prompts_per_step", "num_iterations", "mini_batches", "keep_last", "max_tokens_per_microbatch"):
+    for name in ("steps", "prompts_per_step", "num_iterations", "mini_batches", "keep_last", "max_tokens_per_microbatch",
+                 "save_every", "max_bad_steps"):
         if getattr(cfg.train, name) < 1:
             problems.append(f"train.{name} must be >= 1")
     if cfg.loss.gamma <= 0:

@@ -352,7 +352,7 @@ class Trainer:
                 raise
             raise NonFiniteLoss(
                 f"step {self.step_index + 1}: the policy's next-token probabilities are not finite (its weights "
-                f"diverged); lower train.learning_rate. The last good checkpoint is under {self.run_dir}/checkpoints") from None
+                f"diverged); lower train.learning_rate and {self.recovery_hint()}") from None
         t = time.perf_counter()
         metrics = {**rollout.metrics, **self.optimize(rollout.members)}
         metrics["time/train"] = time.perf_counter() - t
@@ -393,7 +393,7 @@ class Trainer:
                     raise NonFiniteLoss(
                         f"{self.bad_steps} steps in a row (up to step {self.step_index}) had a NaN or inf loss or "
                         f"gradient and were skipped (train.max_bad_steps = {cfg.train.max_bad_steps}); lower "
-                        f"train.learning_rate or check the reward. The last good checkpoint is under {self.run_dir}/checkpoints")
+                        f"train.learning_rate or check the reward, and {self.recovery_hint()}")
         bar.close()
         final = {**self.evaluate(final=True), "step": self.step_index}
         (self.run_dir / "final_eval.json").write_text(json.dumps(final, indent=2))
@@ -413,14 +413,26 @@ class Trainer:
     def save(self) -> Path:
         state = {"step": self.step_index, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": rng_state(), "refine_rng": self.rng.getstate(), "previous_entropy": self.previous_entropy,
-                 "loss_generator": self.loss_generator.get_state()}
+                 "loss_generator": self.loss_generator.get_state(), "bad_steps": self.bad_steps,
+                 "zero_std_streak": self.zero_std_streak}
         return save_checkpoint(self.run_dir, self.step_index, self.model, self.tokenizer, state, self.cfg.train.keep_last)
 
+    def recovery_hint(self) -> str:
+        """Where a stopped run continues from, for error messages: there may be no checkpoint yet."""
+        path = latest_checkpoint(self.run_dir)
+        start = f"its last checkpoint {path.name}" if path else "step 0 (no checkpoint yet)"
+        return f"continue from {start} with: critique-rl train --resume {self.run_dir} train.learning_rate=..."
+
     def resume(self) -> int:
-        """Continue from the newest complete checkpoint; returns its step."""
+        """Continue from the newest complete checkpoint; returns its step.
+
+        A run stopped before its first checkpoint starts over (returns 0): its log is dropped, so the
+        run directory never blocks both ``--resume`` and a new ``--out``.
+        """
         path = latest_checkpoint(self.run_dir)
         if path is None:
-            raise FileNotFoundError(f"{self.run_dir}: no complete checkpoint under checkpoints/ to resume from")
+            self.logger.truncate_after(-1)
+            return 0
         model, _ = load_policy(str(path), self.cfg.model)
         self.model.load_state_dict(model.state_dict())
         state = torch.load(path / "trainer_state.pt", weights_only=False)
@@ -429,6 +441,9 @@ class Trainer:
         self.step_index = state["step"]
         self.rng.setstate(state["refine_rng"])
         self.previous_entropy = state.get("previous_entropy")
+        # Streaks spanning the interruption still stop the run and raise the alarm at the same step.
+        self.bad_steps = state.get("bad_steps", 0)
+        self.zero_std_streak = state.get("zero_std_streak", 0)
         self.loss_generator.set_state(state["loss_generator"])
         restore_rng(state["rng"])
         self.logger.truncate_after(self.step_index)

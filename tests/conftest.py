@@ -1,6 +1,11 @@
 """Shared fixtures: the real public data beside the repository (../shared/data), never copied in;
-a tiny random policy saved like a hub model, and short training runs from it."""
+a tiny random policy saved like a hub model, and short training runs from it; a tiny warm-started
+policy and the real command line in subprocesses, for the reliability tests."""
 
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -70,3 +75,48 @@ def openai_critic():
     yield build
     for critic in made:
         critic.close()
+
+
+@pytest.fixture(scope="session")
+def warm_policy(tmp_path_factory) -> Path:
+    """The tiny preset's 20-step warm start, what its runs train (rewards are still 0: tests that need updates add an entropy bonus)."""
+    from critique_rl.config import load_config
+    from critique_rl.pipeline import ensure_warm_start
+
+    return ensure_warm_start(load_config("tiny"), tmp_path_factory.mktemp("warm"), show_progress=False)
+
+
+@dataclass
+class Cli:
+    """``critique-rl`` as a real process (exit codes, signals, stderr), run from ``cwd``."""
+
+    warm: Path
+    cwd: Path
+    argv = [sys.executable, "-m", "critique_rl.cli"]
+
+    def __call__(self, *args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+        result = subprocess.run([*self.argv, *args], cwd=self.cwd, capture_output=True, text=True, timeout=300)
+        if check_rc is not None:
+            assert result.returncode == check_rc, result.stderr[-3000:]
+        return result
+
+    def popen(self, *args: str, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen([*self.argv, *args], cwd=self.cwd, text=True, **kwargs)
+
+    def train_args(self, run: Path, *overrides: str) -> list[str]:
+        """A tiny-preset training of the warm policy into ``run``: no evaluation between steps, checkpoints every 2."""
+        return ["train", "--config", "tiny", "--out", str(run), f"model.name_or_path={self.warm}", "eval.every=0",
+                "train.save_every=2", *overrides]
+
+    def train(self, run: Path, *overrides: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+        return self(*self.train_args(run, *overrides), check_rc=check_rc)
+
+    @staticmethod
+    def rows(run: Path) -> list[dict]:
+        """The run's metrics.jsonl, one dict per logged step."""
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def cli(warm_policy: Path, tmp_path: Path) -> Cli:
+    return Cli(warm_policy, tmp_path)
