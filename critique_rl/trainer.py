@@ -44,7 +44,7 @@ from critique_rl.refine import (
     groups_to_refine,
 )
 from critique_rl.rewards import arithmetic_reward
-from critique_rl.rollout import HFEngine, SamplingParams
+from critique_rl.rollout import SamplingParams, build_engine
 from critique_rl.tasks.arithmetic import Problem, is_hard
 from critique_rl.templates import load_template
 
@@ -58,6 +58,8 @@ class Member:
     completion_ids: list[int]
     reward: float
     is_refinement: bool
+    advantage: float = 0.0                              # set by optimize
+    token_logprobs: list[float] | None = None           # set by optimize for the groups logged to samples.jsonl
 
 
 @dataclass
@@ -73,7 +75,7 @@ class Trainer:
         self.run_dir = run_dir
         self.show_progress = show_progress
         self.model, self.tokenizer = load_policy(cfg.model.name_or_path, cfg.model)
-        self.engine = HFEngine(self.model, self.tokenizer, cfg.rollout.generation_batch_size)
+        self.engine = build_engine(cfg.rollout, self.model, self.tokenizer, run_dir)
         self.solve_template = load_template(cfg.prompts.solve)
         self.refine_template = load_template(cfg.prompts.refine)
         self.critic = build_critic(cfg.critic, cfg.task.name, policy=(self.model, self.tokenizer),
@@ -130,18 +132,22 @@ class Trainer:
         members = [Member(g, s.prompt_ids, s.completion_ids, r, False)
                    for g in range(len(problems)) for s, r in zip(samples[g], rewards[g])]
         records = [{"question": p.question, "answer": p.answer,
-                    "attempts": [{"text": s.text, "reward": r} for s, r in zip(samples[g], rewards[g])]}
+                    "attempts": [{"text": s.text, "reward": r, "member": g * n + i}
+                                 for i, (s, r) in enumerate(zip(samples[g], rewards[g]))]}
                    for g, p in enumerate(problems)]
         metrics = self.rollout_metrics(problems, samples, rewards)
         if self.critic is not None:
-            refined, refine_metrics = self.critique_and_refine(problems, samples, rewards, records, timings)
+            refined, refine_metrics = self.critique_and_refine(problems, samples, rewards, records, timings, len(members))
             members += refined
             metrics.update(refine_metrics)
         metrics.update(timings)
         return Rollout(members, metrics, records[:cfg.train.samples_per_step])
 
-    def critique_and_refine(self, problems, samples, rewards, records, timings):
-        """Critique failures of triggered groups, refine, and pick the refinements that join."""
+    def critique_and_refine(self, problems, samples, rewards, records, timings, first_member: int):
+        """Critique failures of triggered groups, refine, and pick the refinements that join.
+
+        Chosen refinements become members ``first_member, first_member + 1, ...`` of the batch.
+        """
         cfg = self.cfg
         triggered = groups_to_refine(rewards, cfg.refine.refine_trigger)
         targets = [(g, i) for g in triggered
@@ -175,9 +181,11 @@ class Trainer:
                 members.append(Member(g, solve_ids, refinements[j].completion_ids, refine_rewards[j], True))
             if any(refine_rewards[js[c]] > 0 for c in chosen) and all(r <= 0 for r in rewards[g]):
                 rescued += 1
+            member_of = {c: first_member + len(members) - len(chosen) + pos for pos, c in enumerate(chosen)}
             records[g]["refinements"] = [
                 {"attempt_index": targets[j][1], "critique": critiques[j].text, "text": refinements[j].text,
-                 "reward": refine_rewards[j], "chosen": k in chosen} for k, j in enumerate(js)]
+                 "reward": refine_rewards[j], "chosen": k in chosen, "member": member_of.get(k)}
+                for k, j in enumerate(js)]
         metrics = {
             "refine/triggered_groups": float(len(triggered)),
             "refine/critiques": float(len(targets)),
@@ -242,6 +250,8 @@ class Trainer:
         rewards = torch.tensor([m.reward for m in members])
         groups = torch.tensor([m.group for m in members])
         advantages = algos.group_advantages(rewards, groups, cfg.loss.scale_rewards)         # (N,)
+        for m, a in zip(members, advantages.tolist()):
+            m.advantage = a
         on_policy = cfg.train.num_iterations == 1 and cfg.train.mini_batches == 1
         old_logp = None if on_policy else self.score(self.model, members)
         ref_logp = self.score(self.reference, members) if self.reference is not None else None
@@ -274,6 +284,7 @@ class Trainer:
                     loss.backward()
                     _accumulate(stats, {"loss": loss.item(), **metrics}, weight=len(mb) / len(mini))
                     if iteration == 0:
+                        self.keep_token_logprobs(batch, logp.detach(), mask)
                         entropies.append(entropy.detach().cpu())
                         masks.append(mask.cpu())
                         refine_flags.append(is_refinement.cpu())
@@ -292,6 +303,25 @@ class Trainer:
         metrics["train/skipped_nonfinite"] = float(skipped)
         self.scheduler.step()
         return metrics
+
+    def keep_token_logprobs(self, batch: list[Member], logp: torch.Tensor, mask: torch.Tensor) -> None:
+        """Keep the trained log-probs of the members of groups logged to samples.jsonl (for `inspect`)."""
+        for row, m in enumerate(batch):
+            if m.group < self.cfg.train.samples_per_step:
+                m.token_logprobs = [round(x, 5) for x in logp[row][mask[row] > 0].cpu().tolist()]
+
+    def training_view(self, rollout: Rollout) -> list[dict]:
+        """The logged groups with what the update saw: each member's advantage, tokens and log-probs."""
+        def view(record: dict) -> dict:
+            index = record.get("member")
+            if index is None:
+                return record
+            m = rollout.members[index]
+            return {**record, "advantage": m.advantage, "tokens": [self.tokenizer.decode([t]) for t in m.completion_ids],
+                    "token_logprobs": m.token_logprobs}
+        return [{**g, "attempts": [view(a) for a in g["attempts"]],
+                 **({"refinements": [view(r) for r in g["refinements"]]} if "refinements" in g else {})}
+                for g in rollout.samples]
 
     @staticmethod
     def entropy_metrics(entropies, masks, refine_flags, logps, advs) -> dict[str, float]:
@@ -361,7 +391,8 @@ class Trainer:
             metrics["entropy/delta"] = metrics["entropy"] - self.previous_entropy
         self.previous_entropy = metrics["entropy"]
         self.step_index += 1
-        self.logger.samples(self.step_index, rollout.samples)
+        self.engine.sync_weights(self.step_index)              # engines with their own copy of the weights
+        self.logger.samples(self.step_index, self.training_view(rollout))
         return metrics
 
     def train(self) -> dict[str, float]:

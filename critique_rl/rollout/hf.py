@@ -13,6 +13,9 @@ class HFEngine:
         self.tokenizer = tokenizer
         self.generation_batch_size = generation_batch_size
 
+    def sync_weights(self, step: int) -> None:
+        """Nothing to do: generation uses the trained model itself."""
+
     @torch.inference_mode()
     def generate(self, prompts: list[str], num_samples: int, params: SamplingParams) -> list[list[Completion]]:
         """``num_samples`` completions for each prompt, as ``[prompt][sample]``."""
