@@ -26,3 +26,4 @@ class Completion:
     completion_ids: list[int]
     text: str
     truncated: bool
+    logprobs: list[float] | None = None   # the sampler's log-prob of each completion token, when the engine reports it
