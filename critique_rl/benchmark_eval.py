@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from critique_rl.config import _f
+from critique_rl.config import BenchmarkEvalConfig  # noqa: F401  (re-exported)
 from critique_rl.datasets_io import (
-    DEFAULT_DATA_ROOT,
     Example,
     benchmark_spec,
     load_examples,
@@ -29,15 +27,6 @@ from critique_rl.evaluate import pass_at_k
 
 GenerateFn = Callable[[list[str], int], list[list[str]]]
 RewardFn = Callable[..., list[Any]]  # TRL shape: fn(prompts=, completions=, answer=) -> list[float | None]
-
-
-@dataclass
-class BenchmarkEvalConfig:
-    benchmarks: str = _f("", "Comma-separated names from datasets_io.BENCHMARKS, e.g. 'math500,aime24' (empty: none).")
-    data_root: str = _f(DEFAULT_DATA_ROOT, "Folder the benchmark files are under (the shared data, relative to the project root).")
-    limit: int = _f(0, "Evaluate the first this many problems of each benchmark (0: all); for quick checks.")
-    greedy: bool = _f(True, "Greedy pass@1: one greedy completion per problem.")
-    num_samples: int = _f(16, "N sampled completions per problem for mean@N and pass@k (0: none); N >= 16 for AIME-sized sets.")
 
 
 def pass_ks(n: int) -> list[int]:
@@ -111,6 +100,24 @@ def evaluate_benchmarks(cfg: BenchmarkEvalConfig, out_dir: str | Path, **kw: Any
         rows.append(evaluate_benchmark(name, load_examples(spec), cfg,
                                        samples_path=Path(out_dir) / f"{name}.samples.jsonl", **kw))
     return rows
+
+
+def with_average(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` plus an 'average' row: the unweighted mean over benchmarks of every rate column
+    (the papers' "average over tasks"); a column missing from a benchmark is left out.
+
+    >>> with_average([{"benchmark": "a", "problems": 2, "greedy_pass@1": 0.5}, {"benchmark": "b", "problems": 4, "greedy_pass@1": 0.0}])[-1]
+    {'benchmark': 'average', 'problems': 6, 'greedy_pass@1': 0.25}
+    """
+    rows = list(rows)
+    if len(rows) < 2:
+        return rows
+    columns = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in ("benchmark", "problems")]
+    average: dict[str, Any] = {"benchmark": "average", "problems": sum(r["problems"] for r in rows)}
+    for c in columns:
+        if all(c in r for r in rows):
+            average[c] = sum(r[c] for r in rows) / len(rows)
+    return rows + [average]
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -5,16 +5,23 @@
     critique-rl train --out runs/cgrpo model.name_or_path=runs/ws method=critique_grpo
     critique-rl train --resume runs/cgrpo
     critique-rl eval --model runs/cgrpo/checkpoints/step-000150
+    critique-rl eval --model MODEL --benchmarks math500,aime24 --out runs/eval prompts.solve=math/solve.jinja
     critique-rl report runs/a runs/b --out runs/cmp
+    critique-rl inspect runs/cgrpo [--step 150] [--prompt 0] [--list]
     critique-rl render --template arithmetic/critique_cot.jinja --example 0
     critique-rl render --critic-prompt critic.backend=openai critic.api=completions
     critique-rl config show [PRESET]
+    critique-rl config reference [--write README.md]
+
+Commands that take --config use $CRITIQUE_RL_CONFIG (a preset name or YAML file) when it is
+not given, else the toy preset; e.g. CRITIQUE_RL_CONFIG=tiny runs any of them in seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -93,24 +100,59 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from critique_rl.data import ProblemSource
     from critique_rl.evaluate import greedy_pass1, sampled_pass_at_k
     from critique_rl.modeling import load_policy
-    from critique_rl.rollout import HFEngine, SamplingParams
-    from critique_rl.templates import load_template
+    from critique_rl.rollout import SamplingParams, build_engine
+    from critique_rl.tasks import build_task
+    from critique_rl.templates import PolicyPrompts
 
     cfg = _load(args)
+    if args.benchmarks is not None:
+        cfg.benchmarks.benchmarks = args.benchmarks
     model, tokenizer = load_policy(args.model, cfg.model)
-    engine = HFEngine(model, tokenizer, cfg.rollout.generation_batch_size)
-    solve = load_template(cfg.prompts.solve)
-    source = ProblemSource(cfg.task, cfg.seed)
+    out = Path(args.out)
+    engine = build_engine(cfg.rollout, model, tokenizer, out)
+    prompts = PolicyPrompts(cfg.prompts, tokenizer)
+    if cfg.benchmarks.benchmarks:
+        return eval_benchmarks(cfg, engine, prompts, out)
+    task = build_task(cfg)
     max_len, n, k = cfg.rollout.max_completion_length, cfg.eval.pass_n, cfg.eval.pass_k
     params = SamplingParams(max_len, cfg.eval.temperature)
     result = {}
-    for split, problems in (("easy", source.eval_easy), ("hard", source.eval_hard)):
-        result[f"{split}_pass1"] = greedy_pass1(engine, solve, problems, max_len)
-        result[f"{split}_pass@{k}"] = sampled_pass_at_k(engine, solve, problems, n, k, params)
+    for split, problems in task.eval_sets().items():
+        texts = [prompts.solve(p.question) for p in problems]
+        result[f"{split}_pass1"] = greedy_pass1(engine, texts, problems, task.reward, max_len)
+        result[f"{split}_pass@{k}"] = sampled_pass_at_k(engine, texts, problems, task.reward, n, k, params)
+    task.close()
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def eval_benchmarks(cfg, engine, prompts, out: Path) -> int:
+    """Greedy pass@1, mean@N and pass@k per benchmark file: a table, results.json and every sample as JSONL."""
+    from critique_rl.benchmark_eval import evaluate_benchmarks, format_table, with_average
+    from critique_rl.math_reward import make_math_reward
+    from critique_rl.rollout import SamplingParams
+
+    b = cfg.benchmarks
+    max_len = b.max_new_tokens or cfg.rollout.max_completion_length
+    greedy = SamplingParams(max_len, greedy=True)
+    sampled = SamplingParams(max_len, b.temperature, b.top_p)
+    reward = make_math_reward(cfg.verifier)
+    try:
+        rows = evaluate_benchmarks(
+            b, out, render=prompts.solve, reward=reward,
+            greedy_generate=lambda ps, n: [[c.text for c in o] for o in engine.generate(ps, n, greedy)],
+            sample_generate=lambda ps, n: [[c.text for c in o] for o in engine.generate(ps, n, sampled)])
+    finally:
+        reward.verifier.close()
+    rows = with_average(rows)
+    table = format_table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(table + "\n")
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    print(table)
+    print(f"results: {out / 'results.json'}  samples: {out}/<benchmark>.samples.jsonl")
     return 0
 
 
@@ -122,6 +164,12 @@ def cmd_report(args) -> int:
     write_report(runs, out, args.k)
     print(f"report: {out / 'report.md'}")
     return 0
+
+
+def cmd_inspect(args) -> int:
+    from critique_rl.inspect_run import inspect_run
+
+    return inspect_run(Path(args.run), args.step, args.prompt, args.list, args.attempt_tokens, args.full, args.color)
 
 
 def example_request(cfg, index: int):
@@ -227,12 +275,32 @@ def cmd_config(args) -> int:
     return 0
 
 
+CONFIG_ENV = "CRITIQUE_RL_CONFIG"
+
+
+def default_config() -> str:
+    """The config of commands run without --config: $CRITIQUE_RL_CONFIG, else the toy preset."""
+    return os.environ.get(CONFIG_ENV) or "toy"
+
+
+def cmd_config_reference(args) -> int:
+    from critique_rl.config_docs import config_reference, write_reference
+
+    if args.write:
+        changed = write_reference(Path(args.write))
+        print(f"{args.write}: config reference {'updated' if changed else 'already current'}")
+        return 0
+    print(config_reference(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="critique-rl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p):
-        p.add_argument("--config", default="toy", help="preset name or YAML file [toy]")
+        p.add_argument("--config", default=default_config(),
+                       help=f"preset name or YAML file [${CONFIG_ENV} if set, else toy; now: {default_config()}]")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=10 loss.gamma=0.2")
         return p
 
@@ -253,8 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the first rendered prompts, then exit")
     p.set_defaults(func=cmd_train)
 
-    p = with_config(sub.add_parser("eval", help="greedy pass@1 and pass@k of a model on the held-out splits"))
-    p.add_argument("--model", required=True)
+    p = with_config(sub.add_parser("eval", help="greedy pass@1 and pass@k of a model: the task's held-out splits, or benchmark files"))
+    p.add_argument("--model", required=True, help="a model directory (a checkpoint) or hub id")
+    p.add_argument("--benchmarks", help="comma-separated shared benchmarks (math500, aime24, amc23, minerva_math, gsm8k) "
+                   "[the config's benchmarks.benchmarks; empty: the task's held-out splits]; more settings: benchmarks.* overrides")
+    p.add_argument("--out", default="eval_results", help="folder of results.md, results.json and <benchmark>.samples.jsonl [eval_results]")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("report", help="plots, table and summary of one or more runs")
@@ -262,6 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.add_argument("-k", type=int, default=4, help="k of pass@k in the table [4]")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("inspect", help="one logged group of a run as the algorithm saw it: attempts, critiques, "
+                       "refinements, per-token probabilities and policy shaping")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--step", type=int, help="training step [the last logged one]")
+    p.add_argument("--prompt", type=int, default=0, help="index of the logged group in that step [0]")
+    p.add_argument("--list", action="store_true", help="one line per logged group (of --step if given), then exit")
+    p.add_argument("--attempt-tokens", action="store_true", help="also the per-token probabilities of the attempts")
+    p.add_argument("--full", action="store_true", help="attempt texts in full (else cut at 500 characters)")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colours: on a terminal only (and not under NO_COLOR) [auto], always (e.g. CI logs), never")
+    p.set_defaults(func=cmd_inspect)
 
     p = with_config(sub.add_parser("render", help="print what a template renders for an example problem"))
     p.add_argument("--template", default="", help="template path or packaged name [all: solve, critique, refine]")
@@ -288,10 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="config tools")
     csub = p.add_subparsers(dest="action", required=True)
     s = csub.add_parser("show", help="the resolved config with each field's description")
-    s.add_argument("preset", nargs="?", default="toy")
+    s.add_argument("preset", nargs="?", default=default_config(), help=f"preset name or YAML file [${CONFIG_ENV} or toy]")
     s.add_argument("overrides", nargs="*")
     s.add_argument("--yaml", action="store_true", help="print plain YAML")
     s.set_defaults(func=cmd_config)
+    s = csub.add_parser("reference", help="Markdown reference of every config field (type, default, description)")
+    s.add_argument("--write", metavar="FILE",
+                   help="replace the block between <!-- config-reference:start --> and <!-- config-reference:end --> of FILE")
+    s.set_defaults(func=cmd_config_reference)
     return parser
 
 
@@ -305,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, CriticAuthError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, ImportError, CriticAuthError) as err:
         print(f"critique-rl {args.command}: error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as stop:

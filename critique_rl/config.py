@@ -35,7 +35,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class TaskConfig:
-    name: Literal["arithmetic"] = _f("arithmetic", "Built-in synthetic task: sums of `num_terms` numbers, one addition per step.")
+    name: Literal["arithmetic", "math"] = _f("arithmetic", "'arithmetic': the built-in synthetic task (sums of `num_terms` numbers, one addition per step; the fields below); 'math': real problems from `data.train`, scored by math-verify (`verifier`), evaluated on `benchmarks`.")
     num_terms: int = _f(3, "Numbers added per problem.")
     min_operand: int = _f(10, "Smallest operand.")
     max_operand: int = _f(99, "Largest operand.")
@@ -45,10 +45,58 @@ class TaskConfig:
     eval_hard: int = _f(200, "Held-out hard problems for evaluation.")
 
 
+DEFAULT_DATA_ROOT = "../shared/data"
+
+
+@dataclass
+class DatasetSpec:
+    name: str = _f("", "Name in tables, logs and sample records; empty: the path.")
+    path: str = _f("", "A local .jsonl / .json / .parquet file, or a hub dataset id (e.g. openai/gsm8k).")
+    split: str = _f("train", "Split to read: of the hub dataset; for a local file only the split's label.")
+    config: str = _f("", "Hub dataset configuration (subset), e.g. 'main' for openai/gsm8k; empty: the default.")
+    question_field: str = _f("question", "Field holding the question (a non-empty string).")
+    answer_from: Literal["field", "boxed", "after_hashes"] = _f(
+        "field", "'field': answer_field is the answer; 'boxed': the last \\boxed{} of solution_field; "
+                 "'after_hashes': the text after the last '####' of solution_field (GSM8K).")
+    answer_field: str = _f("answer", "Field holding the answer when answer_from = field (a string or a number; 27.0 reads as '27').")
+    solution_field: str = _f("solution", "Field holding the worked solution when answer_from = boxed or after_hashes (also shown to critics as the reference solution when present).")
+    on_bad_row: Literal["error", "skip"] = _f("error", "A malformed row: 'error' stops with file, row and field; 'skip' drops it and logs the count.")
+    limit: int = _f(0, "Keep the first this many examples (0: all).")
+
+
+@dataclass
+class DataConfig:
+    train: DatasetSpec = field(default_factory=DatasetSpec, metadata={"help": "task.name = math: the RL training set (field mapping of a local file or hub dataset)."})
+
+
+@dataclass
+class BenchmarkEvalConfig:
+    benchmarks: str = _f("", "Comma-separated names of shared benchmarks (gsm8k, gsm8k_train, math500, aime24, amc23, minerva_math), e.g. 'math500,aime24'; task math evaluates on them during training, `critique-rl eval` by default.")
+    data_root: str = _f(DEFAULT_DATA_ROOT, "Folder the benchmark files are under (the shared data, relative to the working directory).")
+    limit: int = _f(0, "Evaluate the first this many problems of each benchmark (0: all); for quick checks.")
+    greedy: bool = _f(True, "`critique-rl eval`: greedy pass@1, one greedy completion per problem.")
+    num_samples: int = _f(16, "`critique-rl eval`: N sampled completions per problem for mean@N and pass@k (0: none); N >= 16 for AIME-sized sets.")
+    temperature: float = _f(0.6, "`critique-rl eval`: sampling temperature of the N samples.")
+    top_p: float = _f(0.95, "`critique-rl eval`: nucleus threshold of the N samples.")
+    max_new_tokens: int = _f(0, "`critique-rl eval`: longest completion; 0: rollout.max_completion_length.")
+
+
+@dataclass
+class MathRewardConfig:
+    timeout_s: float = _f(10.0, "Seconds one (gold, completion) verification may take; past it the item scores 0.0 and is counted.")
+    workers: int = _f(2, "Verifier processes: items of a call are verified in parallel across them.")
+    worker_memory_mb: int = _f(4096, "Address-space limit of each verifier process (0: none), so a huge power fails instead of filling memory.")
+    startup_timeout_s: float = _f(120.0, "Seconds a verifier process may take to import math-verify and sympy.")
+    verifier: str = _f("critique_rl.math_verify_worker:verify_answer",
+                       "'module:function' (gold: str, prediction: str) -> bool run in the workers; a hook for other graders and tests.")
+
+
 @dataclass
 class PromptsConfig:
     solve: str = _f("arithmetic/solve.jinja", "Template of the solve prompt (variables: question). A path, or a name under the packaged prompts/.")
     refine: str = _f("arithmetic/refine.jinja", "Template of the refine prompt (variables: question, attempt, critique).")
+    chat_template: Literal["auto", "on", "off"] = _f("auto", "Wrap rendered prompts as one user message in the tokenizer's chat template: 'auto' when the tokenizer has one, 'on' (error if it has none), 'off' (raw text, base models).")
+    system: str = _f("", "Template of a system message put before the user message when the chat template is used (variables: none); empty: none.")
 
 
 @dataclass
@@ -56,7 +104,13 @@ class ModelConfig:
     name_or_path: str = _f("", "Policy: a local directory or hub id loadable by AutoModelForCausalLM. Empty: the warm-start model of the run.")
     torch_dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "Parameter dtype of the policy.")
     trust_remote_code: bool = _f(False, "Allow model code from the checkpoint (off: only transformers' own architectures).")
-    device: str = _f("auto", "Torch device: 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1' ...")
+    device: str = _f("auto", "Torch device: 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1' ...; with several processes (accelerate, torchrun) each takes its own.")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass (memory for time; long responses on GPUs).")
+    attn_implementation: str = _f("", "transformers attention kernel, e.g. 'sdpa', 'flash_attention_2'; empty: transformers' default.")
+    lora_r: int = _f(0, "LoRA rank via peft (0: full fine-tuning).")
+    lora_alpha: float = _f(16.0, "LoRA scaling alpha.")
+    lora_dropout: float = _f(0.0, "LoRA dropout.")
+    lora_target_modules: str = _f("all-linear", "peft target_modules: 'all-linear' or a comma-separated list of module names.")
 
 
 @dataclass
@@ -77,12 +131,29 @@ class WarmStartConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: Literal["hf"] = _f("hf", "Generation engine: 'hf' (transformers generate, batched).")
+    engine: Literal["hf", "server", "vllm"] = _f("hf", "Generation engine: 'hf' (transformers generate, batched, in the trainer), 'server' (any OpenAI-compatible /v1/completions endpoint: vllm serve, transformers serve), 'vllm' (vLLM colocated in the trainer process; needs a CUDA GPU and the vllm extra).")
     num_generations: int = _f(7, "Initial samples per prompt (the GRPO group size before refinements).")
     temperature: float = _f(1.0, "Sampling temperature for initial samples and refinements.")
     top_p: float = _f(1.0, "Nucleus sampling threshold.")
     max_completion_length: int = _f(48, "Maximum new tokens per completion.")
     generation_batch_size: int = _f(256, "Sequences per generate call (bounds memory; all prompts of a phase go in as few calls as possible).")
+    server_base_url: str = _f("", "server: base URL of the endpoint, e.g. http://127.0.0.1:8000/v1 (required with engine server).")
+    server_model: str = _f("", "server: the model name sent in requests; empty: the policy's path (weight_sync reload: the latest synced directory).")
+    server_api_key_env: str = _f("", "server: NAME of the environment variable holding the endpoint's API key; empty: no key.")
+    server_dialect: Literal["auto", "vllm", "transformers", "openai"] = _f("auto", "server: request extras the endpoint accepts: 'vllm' (exact token ids via return_tokens_as_token_ids, prompt as ids, top_k), 'transformers' (transformers serve: a generation_config with do_sample), 'openai' (standard fields only); 'auto' probes once, in that order.")
+    server_timeout_s: float = _f(600.0, "server: timeout of one HTTP request, seconds.")
+    server_max_retries: int = _f(3, "server: retries of a request after 408, 429, 5xx, timeouts and dropped connections (exponential backoff).")
+    server_max_concurrency: int = _f(64, "server: requests in flight at once (one per prompt when the endpoint honours n, else one per sample).")
+    weight_sync: Literal["none", "reload", "http"] = _f("reload", "server: how the endpoint gets the trained weights after each optimizer step: 'none' (it keeps its model), 'reload' (save to <run_dir>/rollout_weights/step-N and name that directory as the model of later requests; transformers serve loads it on demand), 'http' (save, then POST {\"path\", \"step\"} to weight_sync_url).")
+    weight_sync_url: str = _f("", "server, weight_sync http: the URL that reloads the endpoint's weights from the posted directory.")
+    weight_sync_keep: int = _f(2, "server, weight_sync reload/http: synced weight directories kept on disk (older ones are deleted).")
+    vllm_gpu_memory_utilization: float = _f(0.3, "vllm: fraction of GPU memory vLLM may take (weights + KV cache); the rest is left to training.")
+    vllm_tensor_parallel_size: int = _f(1, "vllm: GPUs one vLLM engine shards the model over.")
+    vllm_enable_sleep_mode: bool = _f(False, "vllm: offload vLLM's weights and free its KV cache between generations, so training gets the memory back (slower).")
+    vllm_dtype: str = _f("auto", "vllm: dtype of vLLM's copy of the weights ('auto': the checkpoint's, 'bfloat16', 'float16', 'float32').")
+    vllm_max_model_len: int = _f(0, "vllm: longest prompt + completion in tokens (bounds the KV cache); 0: the model's maximum.")
+    vllm_enforce_eager: bool = _f(False, "vllm: no CUDA graphs (faster start-up, slower decoding).")
+    vllm_seed: int = _f(0, "vllm: seed of vLLM's sampler.")
 
 
 @dataclass
@@ -175,6 +246,26 @@ class EvalConfig:
     probe_prompts: int = _f(32, "Held-out prompts (half hard, half easy; fixed by the seed) whose greedy completions' mean token entropy is logged as entropy/probe at every evaluation, comparable across runs (0: off).")
 
 
+REPORT_TO = ("jsonl", "tensorboard", "wandb", "mlflow")
+
+
+@dataclass
+class LogConfig:
+    report_to: str = _f("jsonl", "Comma-separated metric backends among jsonl, tensorboard, wandb, mlflow, e.g. 'tensorboard,wandb'. "
+                                 "metrics.jsonl and samples.jsonl are written in the run directory whatever the list; the others "
+                                 "need their extra: pip install 'critique-rl[tensorboard]' (or [wandb], [mlflow]).")
+    project: str = _f("critique-rl", "wandb project; mlflow experiment name.")
+    run_name: str = _f("", "Run name shown by wandb and mlflow; empty: the run directory's name.")
+    wandb_mode: Literal["offline", "online"] = _f("offline", "wandb: 'offline' writes the run under <run dir>/wandb/ with no network (upload later with `wandb sync`); 'online' streams it (needs WANDB_API_KEY or `wandb login`).")
+    wandb_entity: str = _f("", "wandb: team or user the run belongs to; empty: the account's default.")
+    mlflow_tracking_uri: str = _f("", "mlflow: tracking URI (http://host:5000, sqlite:///path/mlflow.db, ...); empty: a SQLite store at <run dir>/mlflow/mlflow.db, artifacts beside it.")
+
+    def backends(self) -> list[str]:
+        """The requested backends, in order, without duplicates; jsonl first and always there."""
+        names = [n.strip().lower() for n in self.report_to.split(",") if n.strip()]
+        return list(dict.fromkeys(["jsonl", *names]))
+
+
 @dataclass
 class PipelineConfig:
     equal_compute: bool = _f(True, "Also run GRPO for the wall-clock time Critique-GRPO took (more steps).")
@@ -184,7 +275,10 @@ class PipelineConfig:
 class Config:
     method: Literal["grpo", "critique_grpo"] = _f("critique_grpo", "'grpo': refinement off; 'critique_grpo': critique failures, refine, mix refinements into groups.")
     seed: int = _f(0, "Seed of data, sampling and initialisation.")
-    task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "The synthetic reasoning task."})
+    task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "The task: the synthetic reasoning task or real math."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Real training data (task.name = math)."})
+    verifier: MathRewardConfig = field(default_factory=MathRewardConfig, metadata={"help": "The math-verify reward (task.name = math)."})
+    benchmarks: BenchmarkEvalConfig = field(default_factory=BenchmarkEvalConfig, metadata={"help": "Benchmark files for evaluation (task.name = math, `critique-rl eval`)."})
     prompts: PromptsConfig = field(default_factory=PromptsConfig, metadata={"help": "Jinja templates of the policy's prompts."})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The policy model."})
     warmstart: WarmStartConfig = field(default_factory=WarmStartConfig, metadata={"help": "Supervised warm start of the tiny model."})
@@ -194,6 +288,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "Advantages, policy loss and entropy interventions."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "The RL optimisation loop."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Held-out evaluation."})
+    log: LogConfig = field(default_factory=LogConfig, metadata={"help": "Where metrics go: metrics.jsonl always, plus TensorBoard, W&B, MLflow."})
     pipeline: PipelineConfig = field(default_factory=PipelineConfig, metadata={"help": "The end-to-end pipeline."})
 
     def to_dict(self) -> dict[str, Any]:
@@ -304,6 +399,18 @@ def validate(cfg: Config) -> None:
         problems.append(f"eval.pass_k ({cfg.eval.pass_k}) must be <= eval.pass_n ({cfg.eval.pass_n})")
     if cfg.eval.probe_prompts < 0:
         problems.append("eval.probe_prompts must be >= 0")
+    r = cfg.rollout
+    if r.engine == "server" and not r.server_base_url:
+        problems.append("rollout.engine server needs rollout.server_base_url, e.g. http://127.0.0.1:8000/v1")
+    if r.engine == "server" and r.weight_sync == "http" and not r.weight_sync_url:
+        problems.append("rollout.weight_sync http needs rollout.weight_sync_url (the endpoint that reloads the weights)")
+    for name in ("server_max_concurrency", "weight_sync_keep", "vllm_tensor_parallel_size"):
+        if getattr(r, name) < 1:
+            problems.append(f"rollout.{name} must be >= 1")
+    if r.server_max_retries < 0 or r.server_timeout_s <= 0:
+        problems.append("rollout.server_max_retries must be >= 0 and rollout.server_timeout_s > 0")
+    if not 0 < r.vllm_gpu_memory_utilization <= 1:
+        problems.append("rollout.vllm_gpu_memory_utilization must be in (0, 1]")
     if cfg.train.prompts_per_step % cfg.train.mini_batches:
         problems.append(f"train.prompts_per_step ({cfg.train.prompts_per_step}) must be divisible by train.mini_batches ({cfg.train.mini_batches})")
     if not 0 <= cfg.task.train_hard_fraction <= 1:
@@ -314,8 +421,16 @@ def validate(cfg: Config) -> None:
                  "save_every", "max_bad_steps"):
         if getattr(cfg.train, name) < 1:
             problems.append(f"train.{name} must be >= 1")
+    if cfg.task.name == "math" and cfg.critic.backend == "rule" and cfg.critic.critique_type == "cot" and not cfg.critic.template:
+        problems.append("critic.backend rule writes chain-of-thought critiques only for the arithmetic task; for math use "
+                        "critic.backend openai, hf or self, or critic.critique_type indicative or ground_truth")
     if cfg.loss.gamma <= 0:
         problems.append("loss.gamma must be > 0")
+    for name in cfg.log.backends():
+        if name not in REPORT_TO:
+            close = difflib.get_close_matches(name, REPORT_TO, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"log.report_to: unknown backend {name!r}{hint}; choose from {', '.join(REPORT_TO)}")
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
 

@@ -19,37 +19,18 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from critique_rl.config import _f
+from critique_rl.config import DEFAULT_DATA_ROOT, DatasetSpec  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
 # Suffix -> the `datasets` builder that reads it.
 _BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
-# Where the shared benchmark files live, relative to the project root (README of shared/data).
-DEFAULT_DATA_ROOT = "../shared/data"
-
 
 class DatasetError(ValueError):
     """A data file, hub dataset or row is unusable; the message names the file (and row and field)."""
-
-
-@dataclass
-class DatasetSpec:
-    name: str = _f("", "Name in tables, logs and Example.source; empty: the path.")
-    path: str = _f("", "A local .jsonl / .json / .parquet file, or a hub dataset id (e.g. openai/gsm8k).")
-    split: str = _f("train", "Split to read: of the hub dataset; for a local file only the split's label.")
-    config: str = _f("", "Hub dataset configuration (subset), e.g. 'main' for openai/gsm8k; empty: the default.")
-    question_field: str = _f("question", "Field holding the question (a non-empty string).")
-    answer_from: Literal["field", "boxed", "after_hashes"] = _f(
-        "field", "'field': answer_field is the answer; 'boxed': the last \\boxed{} of solution_field; "
-                 "'after_hashes': the text after the last '####' of solution_field (GSM8K).")
-    answer_field: str = _f("answer", "Field holding the answer when answer_from = field (a string or a number; 27.0 reads as '27').")
-    solution_field: str = _f("solution", "Field holding the worked solution when answer_from = boxed or after_hashes.")
-    on_bad_row: Literal["error", "skip"] = _f("error", "A malformed row: 'error' stops with file, row and field; 'skip' drops it and logs the count.")
-    limit: int = _f(0, "Keep the first this many examples (0: all).")
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
-"""Held-out evaluation: greedy pass@1 and the unbiased sampled pass@k."""
+"""Held-out evaluation: greedy pass@1 and the unbiased sampled pass@k.
+
+``reward(problems, completions) -> list[float]`` is the task's verifier; a completion counts as
+correct when its reward is >= 1.
+"""
 
 from __future__ import annotations
 
 from math import comb
-from typing import Sequence
+from typing import Callable, Sequence
 
 from critique_rl.rollout.base import SamplingParams
-from critique_rl.tasks.arithmetic import Problem, verify
-from critique_rl.templates import PromptTemplate
+
+Reward = Callable[[Sequence, Sequence[str]], list[float]]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -21,15 +25,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-def greedy_pass1(engine, template: PromptTemplate, problems: Sequence[Problem], max_new_tokens: int) -> float:
-    prompts = [template.render(question=p.question) for p in problems]
-    outs = engine.generate(prompts, 1, SamplingParams(max_new_tokens, greedy=True))
-    return sum(verify(p.answer, o[0].text) for p, o in zip(problems, outs)) / max(1, len(problems))
+def greedy_pass1(engine, prompts: Sequence[str], problems: Sequence, reward: Reward, max_new_tokens: int) -> float:
+    outs = engine.generate(list(prompts), 1, SamplingParams(max_new_tokens, greedy=True))
+    rewards = reward(problems, [o[0].text for o in outs])
+    return sum(r >= 1.0 for r in rewards) / max(1, len(problems))
 
 
-def sampled_pass_at_k(engine, template: PromptTemplate, problems: Sequence[Problem], n: int, k: int,
+def sampled_pass_at_k(engine, prompts: Sequence[str], problems: Sequence, reward: Reward, n: int, k: int,
                       params: SamplingParams) -> float:
-    prompts = [template.render(question=p.question) for p in problems]
-    outs = engine.generate(prompts, n, params)
-    scores = [pass_at_k(n, int(sum(verify(p.answer, s.text) for s in o)), k) for p, o in zip(problems, outs)]
-    return sum(scores) / max(1, len(scores))
+    outs = engine.generate(list(prompts), n, params)
+    rewards = reward([p for p in problems for _ in range(n)], [s.text for o in outs for s in o])
+    counts = [sum(r >= 1.0 for r in rewards[i * n:(i + 1) * n]) for i in range(len(problems))]
+    return sum(pass_at_k(n, c, k) for c in counts) / max(1, len(problems))

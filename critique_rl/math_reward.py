@@ -25,22 +25,11 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Sequence
 
-from critique_rl.config import _f
+from critique_rl.config import MathRewardConfig  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class MathRewardConfig:
-    timeout_s: float = _f(10.0, "Seconds one (gold, completion) verification may take; past it the item scores 0.0 and is counted.")
-    workers: int = _f(2, "Verifier processes: items of a call are verified in parallel across them.")
-    worker_memory_mb: int = _f(4096, "Address-space limit of each verifier process (0: none), so a huge power fails instead of filling memory.")
-    startup_timeout_s: float = _f(120.0, "Seconds a verifier process may take to import math-verify and sympy.")
-    verifier: str = _f("critique_rl.math_verify_worker:verify_answer",
-                       "'module:function' (gold: str, prediction: str) -> bool run in the workers; a hook for other graders and tests.")
 
 
 class _Worker:

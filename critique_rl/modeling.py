@@ -7,6 +7,7 @@ The embedded default is a tiny Qwen2 (~1M parameters) over a character vocabular
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 
@@ -71,8 +72,11 @@ def build_tiny_model(cfg: WarmStartConfig, tokenizer: PreTrainedTokenizerFast, s
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto': this process's GPU (LOCAL_RANK under accelerate/torchrun) when there is one, else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
     return torch.device(name)
 
 
@@ -88,6 +92,36 @@ def load_policy(path: str | Path, cfg: ModelConfig):
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=getattr(torch, cfg.torch_dtype), trust_remote_code=cfg.trust_remote_code)
+        path, dtype=getattr(torch, cfg.torch_dtype), trust_remote_code=cfg.trust_remote_code, **extra)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora_r > 0:
+        model = with_lora(model, cfg)
     return model.to(resolve_device(cfg.device)), tokenizer
+
+
+def with_lora(model, cfg: ModelConfig):
+    """``model`` with trainable LoRA adapters (peft); the base weights are frozen."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ImportError("model.lora_r > 0 needs peft: pip install 'critique-rl[lora]'") from None
+    targets = cfg.lora_target_modules if cfg.lora_target_modules == "all-linear" else \
+        [m.strip() for m in cfg.lora_target_modules.split(",") if m.strip()]
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def load_trained_weights(model, checkpoint: str | Path, cfg: ModelConfig) -> None:
+    """Copy a checkpoint's trained weights into ``model``: the LoRA adapters, or the whole model."""
+    checkpoint = Path(checkpoint)
+    if (checkpoint / "adapter_config.json").is_file():
+        from peft import load_peft_weights, set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_peft_weights(str(checkpoint), device=str(model.device)))
+        return
+    saved, _ = load_policy(checkpoint, cfg)
+    model.load_state_dict(saved.state_dict())

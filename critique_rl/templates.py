@@ -98,3 +98,36 @@ class PromptTemplate:
 
 def load_template(name: str) -> PromptTemplate:
     return PromptTemplate(name)
+
+
+class PolicyPrompts:
+    """What the policy reads: the solve and refine templates rendered, then, for chat models, put
+    in the tokenizer's chat template as one user message (after an optional system message).
+
+    The refinement is trained under ``solve(question)``, the plain question in the same wrapping,
+    so it sits where an answer to the question sits.
+    """
+
+    def __init__(self, cfg, tokenizer):   # cfg: config.PromptsConfig
+        self.solve_template = load_template(cfg.solve)
+        self.refine_template = load_template(cfg.refine)
+        self.system = load_template(cfg.system).render() if cfg.system else ""
+        has_chat = bool(getattr(tokenizer, "chat_template", None))
+        if cfg.chat_template == "on" and not has_chat:
+            raise TemplateError("prompts.chat_template = on, but the policy's tokenizer has no chat template; "
+                                "use auto or off for a base model")
+        self.chat = has_chat and cfg.chat_template != "off"
+        self.tokenizer = tokenizer
+
+    def wrap(self, text: str) -> str:
+        """``text`` as the policy's input: the chat template with the assistant turn opened, or as is."""
+        if not self.chat:
+            return text
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [{"role": "user", "content": text}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def solve(self, question: str) -> str:
+        return self.wrap(self.solve_template.render(question=question))
+
+    def refine(self, question: str, attempt: str, critique: str) -> str:
+        return self.wrap(self.refine_template.render(question=question, attempt=attempt, critique=critique))

@@ -31,22 +31,21 @@ from critique_rl.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from critique_rl.config import Config
+from critique_rl.config import Config, ConfigError
 from critique_rl.critics import CritiqueRequest, build_critic
-from critique_rl.data import ProblemSource
+from critique_rl.distributed import Distributed
 from critique_rl.evaluate import greedy_pass1, sampled_pass_at_k
 from critique_rl.interrupts import GracefulStop, NonFiniteLoss, TrainingInterrupted
 from critique_rl.metrics import MetricsLogger, one_line_summary
-from critique_rl.modeling import load_policy
+from critique_rl.modeling import load_policy, load_trained_weights
 from critique_rl.refine import (
     attempts_to_critique,
     choose_refinements,
     groups_to_refine,
 )
-from critique_rl.rewards import arithmetic_reward
 from critique_rl.rollout import SamplingParams, build_engine
-from critique_rl.tasks.arithmetic import Problem, is_hard
-from critique_rl.templates import load_template
+from critique_rl.tasks import build_task
+from critique_rl.templates import PolicyPrompts
 
 
 @dataclass
@@ -73,14 +72,17 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, show_progress: bool = True):
         self.cfg = cfg
         self.run_dir = run_dir
-        self.show_progress = show_progress
+        self.dist = Distributed()
+        self.show_progress = show_progress and self.dist.is_main
+        if cfg.train.prompts_per_step % (self.dist.world_size * cfg.train.mini_batches):
+            raise ConfigError(f"train.prompts_per_step ({cfg.train.prompts_per_step}) must be divisible by the number of "
+                              f"processes ({self.dist.world_size}) times train.mini_batches ({cfg.train.mini_batches})")
         self.model, self.tokenizer = load_policy(cfg.model.name_or_path, cfg.model)
         self.engine = build_engine(cfg.rollout, self.model, self.tokenizer, run_dir)
-        self.solve_template = load_template(cfg.prompts.solve)
-        self.refine_template = load_template(cfg.prompts.refine)
-        self.critic = build_critic(cfg.critic, cfg.task.name, policy=(self.model, self.tokenizer),
+        self.prompts = PolicyPrompts(cfg.prompts, self.tokenizer)
+        self.task = build_task(cfg)
+        self.critic = build_critic(cfg.critic, self.task.name, policy=(self.model, self.tokenizer),
                                    run_dir=run_dir) if cfg.method == "critique_grpo" else None
-        self.source = ProblemSource(cfg.task, cfg.seed)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.learning_rate,
                                            weight_decay=cfg.train.weight_decay)
         warmup = max(1, cfg.train.warmup_steps)
@@ -92,21 +94,25 @@ class Trainer:
         self.zero_std_streak = 0
         t = cfg.train
         self.alarm_settings = AlarmSettings(t.alarm_truncation_ratio, t.alarm_zero_std_patience, t.entropy_min, t.entropy_max)
-        self.rng = random.Random(f"{cfg.seed}/refine")
+        self.rng = random.Random(f"{cfg.seed}/refine/{self.dist.rank}")
+        self.minibatch_rng = random.Random(f"{cfg.seed}/minibatch")    # the same in every process
         self.loss_generator = torch.Generator().manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
-        self.logger = MetricsLogger(run_dir)
+        # Processes sample different prompts; different streams keep their samples independent.
+        process_seed = cfg.seed + 7919 * self.dist.rank
+        random.seed(process_seed)
+        np.random.seed(process_seed)
+        torch.manual_seed(process_seed)
+        self.logger = MetricsLogger(run_dir, cfg)             # metrics.jsonl + log.report_to backends
         self.check_templates()
 
     def check_templates(self) -> None:
         """Render every template once on a sample so a typo fails before any training."""
-        p = self.source.train_batch(0, 1)[0]
-        self.solve_template.render(question=p.question)
+        p = self.task.train_batch(0, 1)[0]
+        self.prompts.solve(p.question)
         if self.critic is not None:
-            [c] = self.critic.critique([CritiqueRequest(p.question, p.solution, str(p.answer), True, p)])
-            self.refine_template.render(question=p.question, attempt=p.solution, critique=c.text)
+            solution = self.task.reference_solution(p)
+            [c] = self.critic.critique([CritiqueRequest(p.question, solution, str(p.answer), True, p)])
+            self.prompts.refine(p.question, solution, c.text)
             self.critic.metrics()   # the start-up check is not part of step 1's critic counters
 
     # ------------------------------------------------------------------ rollout
@@ -114,22 +120,23 @@ class Trainer:
         r = self.cfg.rollout
         return SamplingParams(r.max_completion_length, r.temperature, r.top_p)
 
-    def collect(self, problems: list[Problem]) -> Rollout:
+    def collect(self, problems: list, first_group: int = 0) -> Rollout:
+        """Sample, verify, critique, refine and mix ``problems``, groups numbered from ``first_group``."""
         cfg = self.cfg
         n = cfg.rollout.num_generations
         timings: dict[str, float] = {}
 
         t = time.perf_counter()
-        solve_prompts = [self.solve_template.render(question=p.question) for p in problems]
+        solve_prompts = [self.prompts.solve(p.question) for p in problems]
         samples = self.engine.generate(solve_prompts, n, self.sampling())            # [P][n]
         timings["time/sample"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        rewards = [arithmetic_reward(solve_prompts[g:g + 1] * n, [s.text for s in samples[g]], answer=[p.answer] * n)
-                   for g, p in enumerate(problems)]                                    # [P][n]
+        flat = self.task.reward([p for p in problems for _ in range(n)], [s.text for group in samples for s in group])
+        rewards = [flat[g * n:(g + 1) * n] for g in range(len(problems))]             # [P][n]
         timings["time/verify"] = time.perf_counter() - t
 
-        members = [Member(g, s.prompt_ids, s.completion_ids, r, False)
+        members = [Member(first_group + g, s.prompt_ids, s.completion_ids, r, False)
                    for g in range(len(problems)) for s, r in zip(samples[g], rewards[g])]
         records = [{"question": p.question, "answer": p.answer,
                     "attempts": [{"text": s.text, "reward": r, "member": g * n + i}
@@ -137,13 +144,14 @@ class Trainer:
                    for g, p in enumerate(problems)]
         metrics = self.rollout_metrics(problems, samples, rewards)
         if self.critic is not None:
-            refined, refine_metrics = self.critique_and_refine(problems, samples, rewards, records, timings, len(members))
+            refined, refine_metrics = self.critique_and_refine(problems, samples, rewards, records, timings,
+                                                               len(members), first_group)
             members += refined
             metrics.update(refine_metrics)
         metrics.update(timings)
         return Rollout(members, metrics, records[:cfg.train.samples_per_step])
 
-    def critique_and_refine(self, problems, samples, rewards, records, timings, first_member: int):
+    def critique_and_refine(self, problems, samples, rewards, records, timings, first_member: int, first_group: int):
         """Critique failures of triggered groups, refine, and pick the refinements that join.
 
         Chosen refinements become members ``first_member, first_member + 1, ...`` of the batch.
@@ -160,11 +168,9 @@ class Trainer:
         timings["time/critique"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        refine_prompts = [self.refine_template.render(question=r.question, attempt=r.attempt, critique=c.text)
-                          for r, c in zip(requests, critiques)]
+        refine_prompts = [self.prompts.refine(r.question, r.attempt, c.text) for r, c in zip(requests, critiques)]
         refinements = [o[0] for o in self.engine.generate(refine_prompts, 1, self.sampling())]
-        refine_rewards = arithmetic_reward(refine_prompts, [r.text for r in refinements],
-                                           answer=[problems[g].answer for g, _ in targets])
+        refine_rewards = self.task.reward([problems[g] for g, _ in targets], [r.text for r in refinements])
         timings["time/refine"] = time.perf_counter() - t
 
         by_group: dict[int, list[int]] = {}
@@ -178,7 +184,7 @@ class Trainer:
             for c in chosen:
                 j = js[c]
                 # Trained as a response to the plain question: the critique is not in its context.
-                members.append(Member(g, solve_ids, refinements[j].completion_ids, refine_rewards[j], True))
+                members.append(Member(first_group + g, solve_ids, refinements[j].completion_ids, refine_rewards[j], True))
             if any(refine_rewards[js[c]] > 0 for c in chosen) and all(r <= 0 for r in rewards[g]):
                 rescued += 1
             member_of = {c: first_member + len(members) - len(chosen) + pos for pos, c in enumerate(chosen)}
@@ -198,7 +204,7 @@ class Trainer:
 
     def rollout_metrics(self, problems, samples, rewards) -> dict[str, float]:
         flat = np.array(rewards, dtype=float)                                             # (P, n)
-        hard = np.array([is_hard(p, self.cfg.task) for p in problems])
+        labels = np.array([self.task.label(p) for p in problems])
         lengths = [len(s.completion_ids) for group in samples for s in group]
         truncated = [s.truncated for group in samples for s in group]
         return {
@@ -206,8 +212,7 @@ class Trainer:
             "reward_std": float(flat.std(axis=1).mean()),
             "frac_reward_zero_std": float((flat.std(axis=1) == 0).mean()),
             "frac_all_fail": float((flat.max(axis=1) <= 0).mean()),
-            "accuracy/train_easy": float(flat[~hard].mean()) if (~hard).any() else float("nan"),
-            "accuracy/train_hard": float(flat[hard].mean()) if hard.any() else float("nan"),
+            **{f"accuracy/train_{label}": float(flat[labels == label].mean()) for label in sorted(set(labels))},
             "completions/mean_length": float(np.mean(lengths)),
             "completions/clipped_ratio": float(np.mean(truncated)),
         }
@@ -256,7 +261,7 @@ class Trainer:
         old_logp = None if on_policy else self.score(self.model, members)
         ref_logp = self.score(self.reference, members) if self.reference is not None else None
 
-        group_ids = sorted({m.group for m in members})
+        group_ids = self.dist.union(m.group for m in members)      # every process's groups, in one order
         per_mini = len(group_ids) // cfg.train.mini_batches
         stats: dict[str, list[float]] = {}
         skipped = 0
@@ -264,11 +269,14 @@ class Trainer:
         for iteration in range(cfg.train.num_iterations):
             order = list(group_ids)
             if cfg.train.mini_batches > 1:
-                self.rng.shuffle(order)
+                self.minibatch_rng.shuffle(order)
             for k in range(cfg.train.mini_batches):
                 mini_groups = set(order[k * per_mini:(k + 1) * per_mini])
                 mini = [i for i, m in enumerate(members) if m.group in mini_groups]
-                num_tokens = float(sum(len(members[i].completion_ids) for i in mini))
+                # Normalisers count the mini-batch over all processes: the summed gradients are the
+                # gradient of the loss one process would compute on the whole batch.
+                num_sequences = self.dist.sum(float(len(mini)))
+                num_tokens = self.dist.sum(float(sum(len(members[i].completion_ids) for i in mini)))
                 self.optimizer.zero_grad(set_to_none=True)
                 for mb in self.microbatches(mini, members):
                     batch = [members[i] for i in mb]
@@ -279,10 +287,12 @@ class Trainer:
                     is_refinement = torch.tensor([m.is_refinement for m in batch], device=logp.device)
                     loss, metrics = algos.policy_loss(
                         logp, old, advantages[mb].to(logp.device), mask, is_refinement,
-                        num_sequences=float(len(mini)), num_tokens=num_tokens, entropy=entropy, ref_logp=ref,
+                        num_sequences=num_sequences, num_tokens=num_tokens, entropy=entropy, ref_logp=ref,
                         **self.loss_kwargs())
                     loss.backward()
-                    _accumulate(stats, {"loss": loss.item(), **metrics}, weight=len(mb) / len(mini))
+                    # The micro-batch losses add up to the mini-batch loss; the other metrics are means.
+                    _accumulate(stats, {"loss": loss.item()}, weight=1.0 / cfg.train.mini_batches)
+                    _accumulate(stats, metrics, weight=len(mb) / num_sequences / cfg.train.mini_batches)
                     if iteration == 0:
                         self.keep_token_logprobs(batch, logp.detach(), mask)
                         entropies.append(entropy.detach().cpu())
@@ -290,15 +300,17 @@ class Trainer:
                         refine_flags.append(is_refinement.cpu())
                         logps.append(logp.detach().cpu())
                         advs.append(advantages[mb])
+                self.dist.sum_gradients(self.model.parameters())
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
                 if torch.isfinite(grad_norm):       # a NaN/inf loss or gradient: skip, never apply
                     self.optimizer.step()
                 else:
                     self.optimizer.zero_grad(set_to_none=True)
                     skipped += 1
-                _accumulate(stats, {"grad_norm": grad_norm.item()}, weight=1.0 / cfg.train.mini_batches)
-        metrics = {k: v / cfg.train.num_iterations for k, v in ((k, sum(v)) for k, v in stats.items())}
-        metrics.update(self.entropy_metrics(entropies, masks, refine_flags, logps, advs))
+                _accumulate(stats, {"grad_norm": grad_norm.item()}, weight=1.0 / cfg.train.mini_batches / self.dist.world_size)
+        # Each process holds its share of the sums; entropy statistics are means of equal shares.
+        metrics = {k: v / cfg.train.num_iterations for k, v in self.dist.sum_metrics({k: sum(v) for k, v in stats.items()}).items()}
+        metrics.update(self.dist.combine_metrics(self.entropy_metrics(entropies, masks, refine_flags, logps, advs)))
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         metrics["train/skipped_nonfinite"] = float(skipped)
         self.scheduler.step()
@@ -340,15 +352,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, final: bool = False) -> dict[str, float]:
-        cfg, solve = self.cfg, self.solve_template
+        cfg, reward = self.cfg, self.task.reward
         max_len = cfg.rollout.max_completion_length
-        out = {"eval/easy_pass1": greedy_pass1(self.engine, solve, self.source.eval_easy, max_len),
-               "eval/hard_pass1": greedy_pass1(self.engine, solve, self.source.eval_hard, max_len)}
-        if final:
-            params = SamplingParams(max_len, cfg.eval.temperature, 1.0)
-            n, k = cfg.eval.pass_n, cfg.eval.pass_k
-            out[f"eval/easy_pass@{k}"] = sampled_pass_at_k(self.engine, solve, self.source.eval_easy, n, k, params)
-            out[f"eval/hard_pass@{k}"] = sampled_pass_at_k(self.engine, solve, self.source.eval_hard, n, k, params)
+        params = SamplingParams(max_len, cfg.eval.temperature, 1.0)
+        n, k = cfg.eval.pass_n, cfg.eval.pass_k
+        out = {}
+        for name, all_problems in self.task.eval_sets().items():
+            problems = all_problems[self.dist.rank::self.dist.world_size]       # each process scores a share
+            share = len(problems) / len(all_problems)
+            prompts = [self.prompts.solve(p.question) for p in problems]
+            out[f"eval/{name}_pass1"] = self.dist.sum(share * greedy_pass1(self.engine, prompts, problems, reward, max_len))
+            if final:
+                out[f"eval/{name}_pass@{k}"] = self.dist.sum(
+                    share * sampled_pass_at_k(self.engine, prompts, problems, reward, n, k, params))
         if cfg.eval.probe_prompts:
             out["entropy/probe"] = self.probe_entropy()
         return out
@@ -360,9 +376,7 @@ class Trainer:
         Greedy decoding draws no random numbers, so the value depends on the weights alone and
         runs can be compared at equal steps whatever they sampled for training.
         """
-        n = self.cfg.eval.probe_prompts
-        problems = self.source.eval_hard[:n - n // 2] + self.source.eval_easy[:n // 2]
-        prompts = [self.solve_template.render(question=p.question) for p in problems]
+        prompts = [self.prompts.solve(p.question) for p in self.task.probe_problems(self.cfg.eval.probe_prompts)]
         outs = self.engine.generate(prompts, 1, SamplingParams(self.cfg.rollout.max_completion_length, greedy=True))
         members = [Member(0, o[0].prompt_ids, o[0].completion_ids, 0.0, False) for o in outs]
         total, count = 0.0, 0.0
@@ -374,9 +388,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def step(self) -> dict[str, float]:
-        problems = self.source.train_batch(self.step_index, self.cfg.train.prompts_per_step)
+        problems, first_group = self.dist.shard(self.task.train_batch(self.step_index, self.cfg.train.prompts_per_step))
         try:
-            rollout = self.collect(problems)                   # sample, verify, critique, refine, mix
+            rollout = self.collect(problems, first_group)      # sample, verify, critique, refine, mix
         except RuntimeError as err:
             if "probability tensor contains" not in str(err):
                 raise
@@ -384,7 +398,7 @@ class Trainer:
                 f"step {self.step_index + 1}: the policy's next-token probabilities are not finite (its weights "
                 f"diverged); lower train.learning_rate and {self.recovery_hint()}") from None
         t = time.perf_counter()
-        metrics = {**rollout.metrics, **self.optimize(rollout.members)}
+        metrics = {**self.dist.combine_metrics(rollout.metrics), **self.optimize(rollout.members)}
         metrics["time/train"] = time.perf_counter() - t
         # Cov(log pi, A) of step t predicts the entropy change seen at step t+1 (Cui et al.).
         if self.previous_entropy is not None:
@@ -392,13 +406,28 @@ class Trainer:
         self.previous_entropy = metrics["entropy"]
         self.step_index += 1
         self.engine.sync_weights(self.step_index)              # engines with their own copy of the weights
-        self.logger.samples(self.step_index, self.training_view(rollout))
+        if self.dist.is_main:
+            self.logger.samples(self.step_index, self.training_view(rollout))
         return metrics
 
     def train(self) -> dict[str, float]:
+        """Train to ``train.steps`` and evaluate; the metric backends are closed however it ends."""
+        try:
+            final = self._train()
+            if self.dist.is_main:
+                self.logger.log_final(final)
+        except BaseException as err:
+            self.logger.close(err)
+            raise
+        self.logger.close()
+        return final
+
+    def _train(self) -> dict[str, float]:
         cfg = self.cfg
         if self.step_index == 0:
-            self.logger.log({"step": 0, **self.evaluate()})
+            step0 = {"step": 0, **self.evaluate()}
+            if self.dist.is_main:
+                self.logger.log(step0)
         bar = tqdm(total=cfg.train.steps, initial=self.step_index, desc=f"{cfg.method}", disable=None if self.show_progress else True,
                    mininterval=2.0)
         with GracefulStop() as stop:
@@ -410,7 +439,8 @@ class Trainer:
                     metrics.update(self.evaluate())
                 metrics["step"] = self.step_index
                 self.watch(metrics)
-                self.logger.log(metrics)
+                if self.dist.is_main:
+                    self.logger.log(metrics)
                 bar.update(1)
                 if self.show_progress:
                     bar.write(one_line_summary(metrics))
@@ -427,7 +457,8 @@ class Trainer:
                         f"train.learning_rate or check the reward, and {self.recovery_hint()}")
         bar.close()
         final = {**self.evaluate(final=True), "step": self.step_index}
-        (self.run_dir / "final_eval.json").write_text(json.dumps(final, indent=2))
+        if self.dist.is_main:
+            (self.run_dir / "final_eval.json").write_text(json.dumps(final, indent=2))
         return final
 
     def watch(self, metrics: dict) -> None:
@@ -443,9 +474,12 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
         state = {"step": self.step_index, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "rng": rng_state(), "refine_rng": self.rng.getstate(), "previous_entropy": self.previous_entropy,
+                 "rng": rng_state(), "refine_rng": self.rng.getstate(), "minibatch_rng": self.minibatch_rng.getstate(),
+                 "previous_entropy": self.previous_entropy,
                  "loss_generator": self.loss_generator.get_state(), "bad_steps": self.bad_steps,
                  "zero_std_streak": self.zero_std_streak}
+        if not self.dist.is_main:       # the processes hold the same weights; one writes them
+            return self.run_dir / "checkpoints"
         return save_checkpoint(self.run_dir, self.step_index, self.model, self.tokenizer, state, self.cfg.train.keep_last)
 
     def recovery_hint(self) -> str:
@@ -462,22 +496,27 @@ class Trainer:
         """
         path = latest_checkpoint(self.run_dir)
         if path is None:
-            self.logger.truncate_after(-1)
+            if self.dist.is_main:
+                self.logger.truncate_after(-1)
             return 0
-        model, _ = load_policy(str(path), self.cfg.model)
-        self.model.load_state_dict(model.state_dict())
+        load_trained_weights(self.model, path, self.cfg.model)
         state = torch.load(path / "trainer_state.pt", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step_index = state["step"]
         self.rng.setstate(state["refine_rng"])
+        if "minibatch_rng" in state:
+            self.minibatch_rng.setstate(state["minibatch_rng"])
         self.previous_entropy = state.get("previous_entropy")
         # Streaks spanning the interruption still stop the run and raise the alarm at the same step.
         self.bad_steps = state.get("bad_steps", 0)
         self.zero_std_streak = state.get("zero_std_streak", 0)
         self.loss_generator.set_state(state["loss_generator"])
         restore_rng(state["rng"])
-        self.logger.truncate_after(self.step_index)
+        if self.dist.rank:      # the checkpoint holds the first process's streams; the others must differ
+            torch.manual_seed(self.cfg.seed + 7919 * self.dist.rank + self.step_index)
+        if self.dist.is_main:
+            self.logger.truncate_after(self.step_index)
         return self.step_index
 
 

@@ -11,7 +11,7 @@ def test_a_non_finite_loss_skips_the_optimizer_step(warm_policy, tmp_path):
 
     cfg = load_config("tiny", [f"model.name_or_path={warm_policy}", "loss.entropy_coef=0.1"])
     trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
-    rollout = trainer.collect(trainer.source.train_batch(0, cfg.train.prompts_per_step))
+    rollout = trainer.collect(trainer.task.train_batch(0, cfg.train.prompts_per_step))
     params = dict(trainer.model.named_parameters())
     name, poisoned = next(iter(params.items()))
     with torch.no_grad():

@@ -129,3 +129,36 @@ def wrong_attempt(rng: random.Random, problem: Problem) -> str:
         steps.append(f"{total}+{x}={result}")
         total = result
     return STEP_SEPARATOR.join(steps + [f"answer {total}"])
+
+
+class ArithmeticTask:
+    """The synthetic task behind the Task interface: easy/hard evaluation splits, exact-answer reward."""
+
+    name = "arithmetic"
+
+    def __init__(self, cfg: TaskConfig, seed: int):
+        from critique_rl.data import ProblemSource
+
+        self.cfg = cfg
+        self.source = ProblemSource(cfg, seed)
+
+    def train_batch(self, step: int, size: int) -> list[Problem]:
+        return self.source.train_batch(step, size)
+
+    def eval_sets(self) -> dict[str, list[Problem]]:
+        return {"easy": self.source.eval_easy, "hard": self.source.eval_hard}
+
+    def probe_problems(self, n: int) -> list[Problem]:
+        return self.source.eval_hard[:n - n // 2] + self.source.eval_easy[:n // 2]
+
+    def reward(self, problems, completions) -> list[float]:
+        return [verify(p.answer, c) for p, c in zip(problems, completions, strict=True)]
+
+    def label(self, problem: Problem) -> str:
+        return "hard" if is_hard(problem, self.cfg) else "easy"
+
+    def reference_solution(self, problem: Problem) -> str:
+        return problem.solution
+
+    def close(self) -> None:
+        pass
