@@ -142,6 +142,16 @@ def _gppo_loss(ratio: Tensor, adv: Tensor, epsilon: float, epsilon_high: float, 
     return torch.where(adv < 0, torch.minimum(loss, -adv * dual_clip), loss)
 
 
+def truncated_is_weight(old_logp: Tensor, rollout_logp: Tensor, cap: float) -> Tensor:
+    """Per-token weight min(pi_old / pi_rollout, cap) correcting for sampling with an engine whose
+    log-probs differ from the trainer's (vLLM kernels, bf16); shapes (B, T).
+
+    >>> truncated_is_weight(torch.tensor([[-1.0, -1.0]]), torch.tensor([[-1.0, -3.0]]), cap=2.0)
+    tensor([[1., 2.]])
+    """
+    return torch.exp(old_logp - rollout_logp).clamp(max=cap)
+
+
 def policy_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -170,6 +180,7 @@ def policy_loss(
     gppo_dual_clip: float = 10.0,
     top_entropy_quantile: float = 0.2,
     generator: torch.Generator | None = None,
+    tis_weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Critique-GRPO loss on one micro-batch.
 
@@ -189,7 +200,8 @@ def policy_loss(
     batch's tokens: num_tokens * kept / valid. With equal micro-batches that is the paper's
     per-micro-batch token mean divided by the number of micro-batches.
     The entropy bonus (-entropy_coef * H) and the k3 KL to ``ref_logp`` (beta) cover all valid
-    tokens and use the caller's totals in every mode.
+    tokens and use the caller's totals in every mode. ``tis_weight`` (B, T), from
+    ``truncated_is_weight``, scales the initial-sample token losses.
     """
     if intervention not in INTERVENTIONS:
         raise ValueError(f"unknown intervention {intervention!r}; expected one of {INTERVENTIONS}")
@@ -217,6 +229,8 @@ def policy_loss(
     else:
         initial_loss = -adv * ratio
 
+    if tis_weight is not None:
+        initial_loss = initial_loss * tis_weight.detach()
     selected = clipped_low | clipped_high  # gppo: the tokens whose gradient it keeps and PPO drops
     if intervention == "clip_cov":
         cov = _token_cov(logp, advantages, initial)

@@ -11,6 +11,7 @@
     critique-rl render --template arithmetic/critique_cot.jinja --example 0
     critique-rl render --critic-prompt critic.backend=openai critic.api=completions
     critique-rl config show [PRESET]
+    critique-rl check-config [PRESET_OR_YAML ...]
     critique-rl config reference [--write README.md]
 
 Commands that take --config use $CRITIQUE_RL_CONFIG (a preset name or YAML file) when it is
@@ -294,6 +295,22 @@ def cmd_config_reference(args) -> int:
     return 0
 
 
+def cmd_check_config(args) -> int:
+    from critique_rl.check import check_config
+    from critique_rl.config import preset_names
+
+    sources = args.configs or preset_names()
+    failed = 0
+    for source in sources:
+        findings = check_config(source, args.overrides)
+        errors = sum(f.level == "error" for f in findings)
+        failed += bool(errors)
+        print(f"{source}: {'FAILED' if errors else 'ok'}" + (f" ({len(findings)} findings)" if findings else ""))
+        for f in findings:
+            print(f"  {f.level}: {f.message}")
+    return 2 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="critique-rl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -367,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--methods", default="all", help="comma-separated names from compare.METHODS and critique_grpo+best [all]")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("check-config", help="validate presets or YAML files without a GPU, network or download [all presets]")
+    p.add_argument("configs", nargs="*", help="preset names or YAML paths [every preset]")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override applied to each config (repeatable)")
+    p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("config", help="config tools")
     csub = p.add_subparsers(dest="action", required=True)

@@ -136,6 +136,7 @@ class RolloutConfig:
     temperature: float = _f(1.0, "Sampling temperature for initial samples and refinements.")
     top_p: float = _f(1.0, "Nucleus sampling threshold.")
     max_completion_length: int = _f(48, "Maximum new tokens per completion.")
+    return_logprobs: bool = _f(False, "hf: keep the sampler's log-prob of every token (a (batch, vocabulary) tensor per generated token until the batch ends) for rollout/logp_mismatch and loss.tis_cap; server and vllm engines return them whenever the endpoint does.")
     generation_batch_size: int = _f(256, "Sequences per generate call (bounds memory; all prompts of a phase go in as few calls as possible).")
     server_base_url: str = _f("", "server: base URL of the endpoint, e.g. http://127.0.0.1:8000/v1 (required with engine server).")
     server_model: str = _f("", "server: the model name sent in requests; empty: the policy's path (weight_sync reload: the latest synced directory).")
@@ -180,6 +181,7 @@ class CriticConfig:
     tokens_per_minute: float = _f(0.0, "openai: token budget per minute, prompt (estimated at 4 characters a token) plus max_tokens, corrected by the reported usage (0: unlimited).")
     max_verdict_retries: int = _f(2, "Model backends: regenerations of a critique whose verdict disagrees with the verifier; then the fallback is used.")
     fallback: Literal["ground_truth", "indicative"] = _f("ground_truth", "Model backends: critique kind rendered when no usable critique is had; counted in critic/fallbacks.")
+    reference: Literal["answer", "solution"] = _f("answer", "What the critic is shown as the reference: 'answer' (the final answer; the paper) or 'solution' (the task's worked solution when it has one, e.g. the data's solution field; the official code shows an R1 trace).")
     fallback_template: str = _f("", "Template of fallback critiques (variables: question, attempt, reference, verdict); empty: prompts/<task>/critique_<fallback>.jinja.")
     cache: bool = _f(True, "openai, hf: cache critiques on disk keyed by backend, model, rendered prompt and sampling parameters; off: no cache (self never caches: its weights change).")
     cache_dir: str = _f("", "Directory of the critique cache (critic_cache.sqlite); empty: the run directory.")
@@ -193,6 +195,7 @@ class RefineConfig:
     refinements_per_group: int = _f(1, "At most this many refinements join each triggered group.")
     refine_trigger: Literal["all_fail", "any_fail", "always"] = _f("all_fail", "Which groups are critiqued: 'all_fail' (paper: no correct sample), 'any_fail', 'always' (official code: every response).")
     max_critiques_per_group: int = _f(0, "Critique (and refine) at most this many attempts of a triggered group; 0: every failed attempt (paper). 2 cuts refinement cost ~3x at the same refinements per group.")
+    max_prompt_tokens: int = _f(0, "Refine prompts longer than this many tokens are not generated (counted in refine/too_long); 0: no limit (the official code never truncates them and can exceed the model's length).")
     refinement_fallback: Literal["random", "first", "none"] = _f("random", "When no refinement of a group is correct: add a random one, the first one, or none.")
 
 
@@ -213,6 +216,7 @@ class LossConfig:
     kl_cov_ratio: float = _f(2e-3, "KL-Cov: fraction (not percent) of tokens, by covariance, that get the KL penalty.")
     kl_cov_coef: float = _f(1.0, "KL-Cov: penalty coefficient.")
     gppo_dual_clip: float = _f(10.0, "GPPO: dual-clip constant c for negative advantages.")
+    tis_cap: float = _f(0.0, "Truncated importance sampling: initial-sample tokens are weighted by min(pi_old / pi_rollout, tis_cap), correcting the mismatch between the trainer's and the rollout engine's log-probs (needs the engine's sampling log-probs); 0: off.")
     top_entropy_quantile: float = _f(0.2, "Top-entropy updates: share of highest-entropy tokens that carry gradient.")
 
 
@@ -450,9 +454,36 @@ def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
     return cfg
 
 
-def load_config(source: str = "toy", overrides: list[str] | None = None) -> Config:
-    """Load a preset name or YAML file, then apply dotted ``key=value`` overrides in order."""
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``, section by section.
+
+    >>> _merge({"train": {"steps": 1, "lr": 2}}, {"train": {"steps": 5}})
+    {'train': {'steps': 5, 'lr': 2}}
+    """
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _resolve(source: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
+    """A preset or YAML file with its ``inherit:`` chain applied (the parent first, then this file)."""
     data, where = _read_yaml(source)
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data, where
+    if not isinstance(parent, str):
+        raise ConfigError(f"{where}: inherit = {parent!r}; expected a preset name or a YAML path")
+    if parent in seen:
+        raise ConfigError(f"{where}: inherit cycle {' -> '.join((*seen, source, parent))}")
+    base, _ = _resolve(parent, (*seen, source))
+    return _merge(base, data), where
+
+
+def load_config(source: str = "toy", overrides: list[str] | None = None) -> Config:
+    """Load a preset name or YAML file (``inherit: PARENT`` takes a parent's values first), then apply
+    dotted ``key=value`` overrides in order."""
+    data, where = _resolve(source)
     return apply_overrides(config_from_dict(data, where), overrides)
 
 

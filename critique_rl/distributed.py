@@ -22,7 +22,7 @@ T = TypeVar("T")
 # Metrics that count things: summed over processes; timings take the slowest process;
 # every other metric is a mean over equally sized shares, so it is averaged.
 SUMMED_PREFIXES = ("refine/triggered_groups", "refine/critiques", "refine/groups_rescued", "refine/added",
-                   "critic/", "train/skipped_nonfinite")
+                   "refine/too_long", "critic/")
 MAX_PREFIXES = ("time/",)
 
 

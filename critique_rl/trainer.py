@@ -57,6 +57,7 @@ class Member:
     completion_ids: list[int]
     reward: float
     is_refinement: bool
+    rollout_logprobs: list[float] | None = None         # the sampler's, when the engine reports them
     advantage: float = 0.0                              # set by optimize
     token_logprobs: list[float] | None = None           # set by optimize for the groups logged to samples.jsonl
 
@@ -136,7 +137,7 @@ class Trainer:
         rewards = [flat[g * n:(g + 1) * n] for g in range(len(problems))]             # [P][n]
         timings["time/verify"] = time.perf_counter() - t
 
-        members = [Member(first_group + g, s.prompt_ids, s.completion_ids, r, False)
+        members = [Member(first_group + g, s.prompt_ids, s.completion_ids, r, False, s.logprobs)
                    for g in range(len(problems)) for s, r in zip(samples[g], rewards[g])]
         records = [{"question": p.question, "answer": p.answer,
                     "attempts": [{"text": s.text, "reward": r, "member": g * n + i}
@@ -162,13 +163,20 @@ class Trainer:
                    for i in attempts_to_critique(rewards[g], cfg.refine.refine_trigger, cfg.refine.max_critiques_per_group)]
 
         t = time.perf_counter()
-        requests = [CritiqueRequest(problems[g].question, samples[g][i].text, str(problems[g].answer),
+        requests = [CritiqueRequest(problems[g].question, samples[g][i].text, self.critic_reference(problems[g]),
                                     rewards[g][i] > 0, problems[g]) for g, i in targets]
         critiques = self.critic.critique(requests)
         timings["time/critique"] = time.perf_counter() - t
 
         t = time.perf_counter()
         refine_prompts = [self.prompts.refine(r.question, r.attempt, c.text) for r, c in zip(requests, critiques)]
+        too_long = 0
+        if cfg.refine.max_prompt_tokens:
+            fits = [len(ids) <= cfg.refine.max_prompt_tokens
+                    for ids in self.tokenizer(refine_prompts, add_special_tokens=False)["input_ids"]] if refine_prompts else []
+            too_long = fits.count(False)
+            targets, requests, critiques, refine_prompts = (
+                [x for x, ok in zip(seq, fits) if ok] for seq in (targets, requests, critiques, refine_prompts))
         refinements = [o[0] for o in self.engine.generate(refine_prompts, 1, self.sampling())]
         refine_rewards = self.task.reward([problems[g] for g, _ in targets], [r.text for r in refinements])
         timings["time/refine"] = time.perf_counter() - t
@@ -194,13 +202,20 @@ class Trainer:
                 for k, j in enumerate(js)]
         metrics = {
             "refine/triggered_groups": float(len(triggered)),
-            "refine/critiques": float(len(targets)),
+            "refine/critiques": float(len(targets) + too_long),
+            "refine/too_long": float(too_long),
             "refine/success_rate": sum(refine_rewards) / len(refine_rewards) if refine_rewards else 0.0,
             "refine/groups_rescued": float(rescued),
             "refine/added": float(len(members)),
             **self.critic.metrics(),
         }
         return members, metrics
+
+    def critic_reference(self, problem) -> str:
+        """What the critic is shown as the reference: the final answer, or the worked solution."""
+        if self.cfg.critic.reference == "solution":
+            return self.task.reference_solution(problem)
+        return str(problem.answer)
 
     def rollout_metrics(self, problems, samples, rewards) -> dict[str, float]:
         flat = np.array(rewards, dtype=float)                                             # (P, n)
@@ -285,10 +300,18 @@ class Trainer:
                     old = logp.detach() if old_logp is None else _stack([old_logp[i] for i in mb], width)
                     ref = None if ref_logp is None else _stack([ref_logp[i] for i in mb], width)
                     is_refinement = torch.tensor([m.is_refinement for m in batch], device=logp.device)
+                    sampler_logp = self.sampler_logprobs(batch, mask)                             # (b, T-1) or None
+                    if iteration == 0 and sampler_logp is not None:
+                        # train/inference mismatch: how far the engine's log-probs are from the trainer's
+                        gap = ((old - sampler_logp).abs() * mask * (~is_refinement)[:, None]).sum()
+                        _accumulate(stats, {"rollout/_gap_sum": float(gap),
+                                            "rollout/_gap_tokens": float((mask * (~is_refinement)[:, None]).sum())}, 1.0)
+                    tis = None if sampler_logp is None or not cfg.loss.tis_cap else \
+                        algos.truncated_is_weight(old, sampler_logp, cfg.loss.tis_cap)
                     loss, metrics = algos.policy_loss(
                         logp, old, advantages[mb].to(logp.device), mask, is_refinement,
                         num_sequences=num_sequences, num_tokens=num_tokens, entropy=entropy, ref_logp=ref,
-                        **self.loss_kwargs())
+                        tis_weight=tis, **self.loss_kwargs())
                     loss.backward()
                     # The micro-batch losses add up to the mini-batch loss; the other metrics are means.
                     _accumulate(stats, {"loss": loss.item()}, weight=1.0 / cfg.train.mini_batches)
@@ -310,11 +333,25 @@ class Trainer:
                 _accumulate(stats, {"grad_norm": grad_norm.item()}, weight=1.0 / cfg.train.mini_batches / self.dist.world_size)
         # Each process holds its share of the sums; entropy statistics are means of equal shares.
         metrics = {k: v / cfg.train.num_iterations for k, v in self.dist.sum_metrics({k: sum(v) for k, v in stats.items()}).items()}
+        if "rollout/_gap_sum" in metrics:
+            metrics["rollout/logp_mismatch"] = metrics.pop("rollout/_gap_sum") / max(metrics.pop("rollout/_gap_tokens"), 1.0)
         metrics.update(self.dist.combine_metrics(self.entropy_metrics(entropies, masks, refine_flags, logps, advs)))
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         metrics["train/skipped_nonfinite"] = float(skipped)
         self.scheduler.step()
         return metrics
+
+    def sampler_logprobs(self, batch: list[Member], mask: torch.Tensor) -> torch.Tensor | None:
+        """The engine's sampling log-probs placed on the completion positions of ``mask`` (b, T-1);
+        None unless every initial sample of the micro-batch has them (refinement rows stay 0: they are
+        trained without a ratio)."""
+        if not batch or any(m.rollout_logprobs is None for m in batch if not m.is_refinement):
+            return None
+        out = torch.zeros_like(mask, dtype=torch.float32)
+        for row, m in enumerate(batch):
+            if not m.is_refinement:
+                out[row, mask[row] > 0] = torch.tensor(m.rollout_logprobs, dtype=torch.float32, device=mask.device)
+        return out
 
     def keep_token_logprobs(self, batch: list[Member], logp: torch.Tensor, mask: torch.Tensor) -> None:
         """Keep the trained log-probs of the members of groups logged to samples.jsonl (for `inspect`)."""

@@ -2,7 +2,13 @@
 
 Every engine has ``generate(prompts, num_samples, params) -> [prompt][sample] Completion`` and
 ``sync_weights(step)``, called after each optimizer step so an engine holding its own copy of the
-policy (a server, vLLM) samples from the current weights.
+policy (a server, vLLM) samples from the current weights, and ``metrics()``: its counters since the
+last call (``rollout/...``), for the step's log.
+
+* ``hf`` (``HFEngine``): transformers ``generate`` on the policy itself.
+* ``server`` (``rollout.server.ServerEngine``): an OpenAI-compatible /v1/completions endpoint.
+* ``vllm`` (``rollout.vllm_engine.VLLMEngine``): vLLM in the trainer's process; imported only
+  when chosen, so vllm need not be installed for the others.
 """
 
 from __future__ import annotations
@@ -16,7 +22,19 @@ __all__ = ["Completion", "SamplingParams", "HFEngine", "build_engine"]
 
 
 def build_engine(cfg, model, tokenizer, run_dir: Path):
-    """The engine named by ``cfg.engine`` (a RolloutConfig) for the policy ``model``."""
+    """The engine named by ``cfg.engine`` (a RolloutConfig) for the policy ``model`` and its tokenizer.
+
+    ``run_dir`` holds what an engine writes (``rollout_weights/`` of the weight syncs).
+    """
     if cfg.engine == "hf":
-        return HFEngine(model, tokenizer, cfg.generation_batch_size)
-    raise ValueError(f"rollout.engine = {cfg.engine!r} is not available")
+        return HFEngine(model, tokenizer, cfg.generation_batch_size, cfg.return_logprobs)
+    if cfg.engine == "server":
+        from critique_rl.rollout.server import ServerEngine
+
+        return ServerEngine(cfg, model, tokenizer, Path(run_dir))
+    if cfg.engine == "vllm":
+        from critique_rl.rollout.vllm_engine import VLLMEngine, import_vllm
+
+        import_vllm()           # the install hint before anything else
+        return VLLMEngine(cfg, model, tokenizer, Path(run_dir))
+    raise ValueError(f"rollout.engine = {cfg.engine!r} is not available; choose hf, server or vllm")

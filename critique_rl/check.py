@@ -1,0 +1,124 @@
+"""`critique-rl check-config`: everything about a config that can be checked without a GPU, a
+network or a download, before a long job is queued.
+
+Types, choices and cross-field rules are checked when the config loads. Here: every template
+renders with the variables it receives, local data and benchmark files exist, model and data
+names that are not local paths have the shape of hub ids (they are not fetched), and the
+optional libraries the config needs are installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from critique_rl.config import Config, ConfigError, load_config
+from critique_rl.critics.base import CritiqueRequest, default_template
+from critique_rl.templates import TemplateError, load_template
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# What the check renders templates with; any text does, the point is that every variable is provided.
+EXAMPLE = CritiqueRequest("What is 2 + 3?", "2 + 3 = 6, so the answer is \\boxed{6}.", "5", False, None)
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str        # "error": the run would fail; "warning": it may; "note": what was not checked
+    message: str
+
+
+def _local_or_hub(value: str, key: str, kind: str, findings: list[Finding]) -> None:
+    path = Path(value).expanduser()
+    if path.exists():
+        return
+    if HUB_ID.match(value) and not value.startswith((".", "/", "~")):
+        findings.append(Finding("note", f"{key} = {value!r}: a hub {kind} id, not fetched by this check"))
+    else:
+        findings.append(Finding("error", f"{key} = {value!r}: no such file or directory, and not a hub {kind} id (owner/name)"))
+
+
+def _needs(module: str, why: str, extra: str, findings: list[Finding], level: str = "error") -> None:
+    if importlib.util.find_spec(module) is None:
+        findings.append(Finding(level, f"{why} needs {module}: pip install 'critique-rl[{extra}]'"))
+
+
+def check_templates(cfg: Config, findings: list[Finding]) -> None:
+    values = dict(question=EXAMPLE.question, attempt=EXAMPLE.attempt, critique="The second step is wrong.")
+    for key, name, variables in (("prompts.solve", cfg.prompts.solve, dict(question=values["question"])),
+                                 ("prompts.refine", cfg.prompts.refine, values),
+                                 ("prompts.system", cfg.prompts.system, {})):
+        if name:
+            try:
+                load_template(name).render(**variables)
+            except TemplateError as err:
+                findings.append(Finding("error", f"{key}: {err}"))
+    c = cfg.critic
+    critique_templates = [("critic.template", default_template(c, cfg.task.name))] if c.backend == "rule" else [
+        ("critic.fallback_template", c.fallback_template or f"{cfg.task.name}/critique_{c.fallback}.jinja")]
+    for key, name in critique_templates:
+        try:
+            load_template(name).render(question=EXAMPLE.question, attempt=EXAMPLE.attempt, reference=EXAMPLE.reference,
+                                       verdict="wrong", checked=[])
+        except TemplateError as err:
+            findings.append(Finding("error", f"{key}: {err}"))
+    if c.backend != "rule":
+        from critique_rl.critics.prompting import CriticPrompt
+
+        try:
+            CriticPrompt(c, cfg.task.name).render(EXAMPLE)
+        except TemplateError as err:
+            findings.append(Finding("error", f"critic.prompt_template / critic.system_template: {err}"))
+
+
+def check_resources(cfg: Config, findings: list[Finding]) -> None:
+    if cfg.model.name_or_path:
+        _local_or_hub(cfg.model.name_or_path, "model.name_or_path", "model", findings)
+    elif cfg.task.name == "math":
+        findings.append(Finding("error", "model.name_or_path is empty: task math needs a policy model"))
+    if cfg.task.name == "math":
+        spec = cfg.data.train
+        if not spec.path:
+            findings.append(Finding("error", "data.train.path is empty: task math needs a training set"))
+        else:
+            _local_or_hub(spec.path, "data.train.path", "dataset", findings)
+    if cfg.benchmarks.benchmarks:
+        from critique_rl.datasets_io import BENCHMARKS, benchmark_spec
+        from critique_rl.tasks.math import benchmark_names
+
+        for name in benchmark_names(cfg.benchmarks.benchmarks):
+            if name not in BENCHMARKS:
+                findings.append(Finding("error", f"benchmarks.benchmarks: unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}"))
+            elif not Path(benchmark_spec(name, cfg.benchmarks.data_root).path).is_file():
+                findings.append(Finding("warning", f"benchmarks: {benchmark_spec(name, cfg.benchmarks.data_root).path} not found "
+                                                   f"(benchmarks.data_root is relative to the working directory: {os.getcwd()})"))
+
+
+def check_backends(cfg: Config, findings: list[Finding]) -> None:
+    r, c = cfg.rollout, cfg.critic
+    if r.engine == "vllm":
+        _needs("vllm", "rollout.engine = vllm", "vllm", findings, level="warning")
+    if r.engine == "server" and not r.server_base_url:
+        findings.append(Finding("error", "rollout.engine = server needs rollout.server_base_url"))
+    if c.backend == "openai" and c.api_key_env and not os.environ.get(c.api_key_env):
+        findings.append(Finding("warning", f"critic.api_key_env = {c.api_key_env!r} is not set in this environment"))
+    if cfg.model.lora_r > 0:
+        _needs("peft", "model.lora_r > 0", "lora", findings)
+    for backend, module in (("tensorboard", "tensorboard"), ("wandb", "wandb"), ("mlflow", "mlflow")):
+        if backend in cfg.log.backends():
+            _needs(module, f"log.report_to {backend}", backend, findings, level="warning")
+
+
+def check_config(source: str, overrides: list[str] | None = None) -> list[Finding]:
+    """Every finding about the preset or YAML file ``source``; a config that does not load is one error."""
+    try:
+        cfg = load_config(source, overrides)
+    except ConfigError as err:
+        return [Finding("error", str(err))]
+    findings: list[Finding] = []
+    check_templates(cfg, findings)
+    check_resources(cfg, findings)
+    check_backends(cfg, findings)
+    return findings
