@@ -38,6 +38,7 @@ from critique_rl.config import (
 from critique_rl.critics.base import CriticAuthError
 from critique_rl.checkpoint import CheckpointError
 from critique_rl.interrupts import NonFiniteLoss, TrainingInterrupted
+from critique_rl.rollout.server import RolloutServerError
 
 
 def _load(args) -> "Config":  # noqa: F821
@@ -415,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, ImportError, CriticAuthError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, ImportError, CriticAuthError, RolloutServerError) as err:
         print(f"critique-rl {args.command}: error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as stop:

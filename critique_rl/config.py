@@ -181,6 +181,7 @@ class CriticConfig:
     tokens_per_minute: float = _f(0.0, "openai: token budget per minute, prompt (estimated at 4 characters a token) plus max_tokens, corrected by the reported usage (0: unlimited).")
     max_verdict_retries: int = _f(2, "Model backends: regenerations of a critique whose verdict disagrees with the verifier; then the fallback is used.")
     fallback: Literal["ground_truth", "indicative"] = _f("ground_truth", "Model backends: critique kind rendered when no usable critique is had; counted in critic/fallbacks.")
+    overlap: bool = _f(True, "rule, openai: write a step's critiques in a background thread while the trainer scores the initial samples' old and reference log-probs (needed when num_iterations, mini_batches or beta make the update off-policy); hf and self share the GPU with the trainer and never overlap.")
     reference: Literal["answer", "solution"] = _f("answer", "What the critic is shown as the reference: 'answer' (the final answer; the paper) or 'solution' (the task's worked solution when it has one, e.g. the data's solution field; the official code shows an R1 trace).")
     fallback_template: str = _f("", "Template of fallback critiques (variables: question, attempt, reference, verdict); empty: prompts/<task>/critique_<fallback>.jinja.")
     cache: bool = _f(True, "openai, hf: cache critiques on disk keyed by backend, model, rendered prompt and sampling parameters; off: no cache (self never caches: its weights change).")

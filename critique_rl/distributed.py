@@ -22,7 +22,8 @@ T = TypeVar("T")
 # Metrics that count things: summed over processes; timings take the slowest process;
 # every other metric is a mean over equally sized shares, so it is averaged.
 SUMMED_PREFIXES = ("refine/triggered_groups", "refine/critiques", "refine/groups_rescued", "refine/added",
-                   "refine/too_long", "critic/")
+                   "refine/too_long", "critic/", "rollout/requests", "rollout/retries", "rollout/samples",
+                   "rollout/ids_")
 MAX_PREFIXES = ("time/",)
 
 

@@ -10,6 +10,7 @@ import copy
 import json
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,8 @@ class Member:
     reward: float
     is_refinement: bool
     rollout_logprobs: list[float] | None = None         # the sampler's, when the engine reports them
+    old_logp: torch.Tensor | None = None                # under the policy that sampled it (off-policy updates)
+    ref_logp: torch.Tensor | None = None                # under the frozen reference (beta > 0)
     advantage: float = 0.0                              # set by optimize
     token_logprobs: list[float] | None = None           # set by optimize for the groups logged to samples.jsonl
 
@@ -103,6 +106,9 @@ class Trainer:
         random.seed(process_seed)
         np.random.seed(process_seed)
         torch.manual_seed(process_seed)
+        # Critiques from a remote or rule critic run here while the trainer scores log-probs.
+        self.background = ThreadPoolExecutor(1, thread_name_prefix="critic") \
+            if self.critic is not None and cfg.critic.overlap and cfg.critic.backend in ("rule", "openai") else None
         self.logger = MetricsLogger(run_dir, cfg)             # metrics.jsonl + log.report_to backends
         self.check_templates()
 
@@ -146,16 +152,19 @@ class Trainer:
         metrics = self.rollout_metrics(problems, samples, rewards)
         if self.critic is not None:
             refined, refine_metrics = self.critique_and_refine(problems, samples, rewards, records, timings,
-                                                               len(members), first_group)
+                                                               members, first_group)
             members += refined
             metrics.update(refine_metrics)
         metrics.update(timings)
+        metrics.update(self.engine.metrics())
         return Rollout(members, metrics, records[:cfg.train.samples_per_step])
 
-    def critique_and_refine(self, problems, samples, rewards, records, timings, first_member: int, first_group: int):
+    def critique_and_refine(self, problems, samples, rewards, records, timings, initial: list[Member], first_group: int):
         """Critique failures of triggered groups, refine, and pick the refinements that join.
 
-        Chosen refinements become members ``first_member, first_member + 1, ...`` of the batch.
+        Chosen refinements become members ``len(initial), len(initial) + 1, ...`` of the batch.
+        ``initial`` are the batch's initial members: with ``critic.overlap`` their log-probs are
+        scored while the critiques are being written.
         """
         cfg = self.cfg
         triggered = groups_to_refine(rewards, cfg.refine.refine_trigger)
@@ -165,7 +174,14 @@ class Trainer:
         t = time.perf_counter()
         requests = [CritiqueRequest(problems[g].question, samples[g][i].text, self.critic_reference(problems[g]),
                                     rewards[g][i] > 0, problems[g]) for g, i in targets]
-        critiques = self.critic.critique(requests)
+        if self.background is not None:
+            pending = self.background.submit(self.critic.critique, requests)
+            self.prescore(initial)
+            waited = time.perf_counter()
+            critiques = pending.result()
+            timings["time/critique_wait"] = time.perf_counter() - waited
+        else:
+            critiques = self.critic.critique(requests)
         timings["time/critique"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -195,7 +211,7 @@ class Trainer:
                 members.append(Member(first_group + g, solve_ids, refinements[j].completion_ids, refine_rewards[j], True))
             if any(refine_rewards[js[c]] > 0 for c in chosen) and all(r <= 0 for r in rewards[g]):
                 rescued += 1
-            member_of = {c: first_member + len(members) - len(chosen) + pos for pos, c in enumerate(chosen)}
+            member_of = {c: len(initial) + len(members) - len(chosen) + pos for pos, c in enumerate(chosen)}
             records[g]["refinements"] = [
                 {"attempt_index": targets[j][1], "critique": critiques[j].text, "text": refinements[j].text,
                  "reward": refine_rewards[j], "chosen": k in chosen, "member": member_of.get(k)}
@@ -255,6 +271,20 @@ class Trainer:
         lengths = [len(members[i].prompt_ids) + len(members[i].completion_ids) for i in indices]
         return [[indices[j] for j in mb] for mb in token_budget_microbatches(lengths, self.cfg.train.max_tokens_per_microbatch)]
 
+    @property
+    def on_policy(self) -> bool:
+        """One optimizer step per rollout batch: the sampling policy is the one being trained."""
+        return self.cfg.train.num_iterations == 1 and self.cfg.train.mini_batches == 1
+
+    def prescore(self, members: list[Member]) -> None:
+        """Score the log-probs an off-policy update or the KL needs, for members that lack them."""
+        for name, model, needed in (("old_logp", self.model, not self.on_policy),
+                                    ("ref_logp", self.reference, self.reference is not None)):
+            todo = [m for m in members if needed and getattr(m, name) is None]
+            if todo:
+                for m, logp in zip(todo, self.score(model, todo)):
+                    setattr(m, name, logp)
+
     @torch.no_grad()
     def score(self, model, members: list[Member]) -> list[torch.Tensor]:
         """Per-member token log-probs under ``model`` (old policy or reference), computed once per batch."""
@@ -272,9 +302,9 @@ class Trainer:
         advantages = algos.group_advantages(rewards, groups, cfg.loss.scale_rewards)         # (N,)
         for m, a in zip(members, advantages.tolist()):
             m.advantage = a
-        on_policy = cfg.train.num_iterations == 1 and cfg.train.mini_batches == 1
-        old_logp = None if on_policy else self.score(self.model, members)
-        ref_logp = self.score(self.reference, members) if self.reference is not None else None
+        self.prescore(members)
+        old_logp = None if self.on_policy else [m.old_logp for m in members]
+        ref_logp = None if self.reference is None else [m.ref_logp for m in members]
 
         group_ids = self.dist.union(m.group for m in members)      # every process's groups, in one order
         per_mini = len(group_ids) // cfg.train.mini_batches

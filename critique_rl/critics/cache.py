@@ -18,7 +18,8 @@ class CritiqueCache:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path)
+        # The trainer may call the critic from its background thread (critic.overlap); one call at a time.
+        self.db = sqlite3.connect(self.path, check_same_thread=False)
         self.db.execute("CREATE TABLE IF NOT EXISTS critiques (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
                         "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL)")
         self.db.commit()
