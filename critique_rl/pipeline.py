@@ -18,6 +18,8 @@ from critique_rl.checkpoint import latest_checkpoint
 from critique_rl.config import Config
 from critique_rl.metrics import write_atomic
 from critique_rl.report import write_report
+from critique_rl.tracking import forget_runs
+from critique_rl.tracking import require as require_trackers
 from critique_rl.trainer import Trainer
 from critique_rl.warmstart import warm_start
 
@@ -48,12 +50,14 @@ def continue_run(source: Path, run_dir: Path, cfg: Config, show_progress: bool =
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(source, tmp)
         (tmp / "final_eval.json").unlink(missing_ok=True)
+        forget_runs(tmp)                    # its own W&B / MLflow runs, not more steps in the source's
         shutil.rmtree(run_dir, ignore_errors=True)
         tmp.rename(run_dir)
     return run_training(cfg, run_dir, show_progress)
 
 
 def ensure_warm_start(cfg: Config, out: Path, show_progress: bool = True) -> Path:
+    require_trackers(cfg.log)       # the RL runs after the warm start log there: a missing library fails now
     ws_dir = out / "warmstart"
     if not (ws_dir / "model.safetensors").is_file():
         tmp = out / ".warmstart-tmp"

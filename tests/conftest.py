@@ -2,11 +2,18 @@
 a tiny random policy saved like a hub model, and short training runs from it; a tiny warm-started
 policy and the real command line in subprocesses, for the reliability tests."""
 
+import importlib.util
 import json
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Iterator
 
 import pytest
 
@@ -120,3 +127,44 @@ class Cli:
 @pytest.fixture
 def cli(warm_policy: Path, tmp_path: Path) -> Cli:
     return Cli(warm_policy, tmp_path)
+
+
+SERVE = Path(sys.executable).with_name("transformers")
+needs_serve = pytest.mark.skipif(
+    not SERVE.is_file() or any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn")),
+    reason="`transformers serve` needs transformers[serving] (fastapi, uvicorn)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def transformers_serve(*model: str, log: IO[str]) -> Iterator[str]:
+    """A real `transformers serve` on 127.0.0.1, its output to ``log``; yields the base URL.
+
+    With a model directory it serves only that model; without, it loads whatever directory a
+    request names.
+    """
+    port = free_port()
+    nice = ["nice", "-n", "19"] if shutil.which("nice") else []
+    proc = subprocess.Popen([*nice, str(SERVE), "serve", *model, "--host", "127.0.0.1", "--port", str(port),
+                             "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    log.flush()
+                    pytest.fail(f"transformers serve did not come up: {Path(log.name).read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

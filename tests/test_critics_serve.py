@@ -4,54 +4,22 @@ The weights are random, so critiques are gibberish without a verdict line and fa
 test covers the plumbing: chat and completions requests, usage, counters, and a training run.
 """
 
-import importlib.util
 import json
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from critique_rl.critics import CritiqueRequest
+from tests.conftest import needs_serve, transformers_serve
 
-SERVE = Path(sys.executable).with_name("transformers")
-pytestmark = pytest.mark.skipif(
-    not SERVE.is_file() or any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn")),
-    reason="`transformers serve` needs transformers[serving] (fastapi, uvicorn)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = needs_serve
 
 
 @pytest.fixture(scope="module")
-def served(tiny_model_dir) -> str:
+def served(tiny_model_dir, tmp_path_factory) -> str:
     """Base URL of `transformers serve` preloaded with the tiny model, on 127.0.0.1."""
-    port = free_port()
-    nice = ["nice", "-n", "19"] if shutil.which("nice") else []
-    proc = subprocess.Popen([*nice, str(SERVE), "serve", str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
-                             "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    pytest.fail(f"transformers serve did not come up: {proc.stderr.read()[-2000:]}")
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    logfile = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(logfile, "w") as log, transformers_serve(str(tiny_model_dir), log=log) as url:
+        yield url
 
 
 @pytest.mark.parametrize("api", ["chat", "completions"])

@@ -2,15 +2,7 @@
 scripted responses (httpx MockTransport) for what that server cannot show: vLLM's exact ids and
 n, dialect probing, malformed bodies, retries, the http weight sync."""
 
-import importlib.util
 import json
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,44 +12,16 @@ from critique_rl.config import ConfigError, load_config
 from critique_rl.modeling import load_policy
 from critique_rl.rollout import HFEngine, SamplingParams, build_engine
 from critique_rl.rollout.server import RolloutServerError, ServerEngine
-
-SERVE = Path(sys.executable).with_name("transformers")
-needs_serve = pytest.mark.skipif(
-    not SERVE.is_file() or any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn")),
-    reason="`transformers serve` needs transformers[serving] (fastapi, uvicorn)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port, needs_serve, transformers_serve
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`transformers serve` on 127.0.0.1 WITHOUT a model argument, so requests name the model
     (a directory) and it loads each on demand; yields (base URL, path of its log)."""
-    port = free_port()
     logfile = tmp_path_factory.mktemp("serve") / "serve.log"
-    nice = ["nice", "-n", "19"] if shutil.which("nice") else []
-    with open(logfile, "w") as log:
-        proc = subprocess.Popen([*nice, str(SERVE), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-                                stdout=log, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    pytest.fail(f"transformers serve did not come up: {logfile.read_text()[-2000:]}")
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1", logfile
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with open(logfile, "w") as log, transformers_serve(log=log) as url:
+        yield url, logfile
 
 
 def rollout_cfg(base_url: str, *overrides: str):

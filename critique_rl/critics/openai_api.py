@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from critique_rl.config import ConfigError, CriticConfig
+from critique_rl.api_keys import read_api_key
+from critique_rl.config import CriticConfig
 from critique_rl.critics.base import CriticAuthError
 from critique_rl.critics.generative import Generation
 from critique_rl.critics.prompting import Prompt
@@ -92,7 +92,7 @@ class OpenAIGenerator:
         self.cfg = cfg
         self.model = cfg.model
         self.endpoint = cfg.base_url or "the default OpenAI endpoint"
-        self._key = _read_key(cfg.api_key_env)
+        self._key = read_api_key(cfg.api_key_env, "critic.api_key_env", "the critic API key")
         self._requests = RateLimiter(cfg.requests_per_minute)
         self._tokens = RateLimiter(cfg.tokens_per_minute)
         self._reported: set[str] = set()
@@ -206,12 +206,3 @@ class OpenAIGenerator:
             self._reported.add(kind)
             log.warning("critic request to %s failed (%s); the fallback critique is used", self.endpoint, error)
 
-
-def _read_key(env: str) -> str:
-    if not env:
-        return ""
-    key = os.environ.get(env, "")
-    if not key:
-        raise ConfigError(f"critic.api_key_env: environment variable ${env} is not set or empty; export the critic "
-                          f"API key there, or set critic.api_key_env: '' for an endpoint without authentication")
-    return key

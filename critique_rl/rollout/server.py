@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import threading
@@ -50,6 +49,7 @@ from pathlib import Path
 
 import httpx
 
+from critique_rl.api_keys import read_api_key
 from critique_rl.config import ConfigError
 from critique_rl.rollout.base import Completion, SamplingParams
 from critique_rl.rollout.weights import policy_path, save_policy
@@ -201,7 +201,7 @@ class ServerEngine:
         self.tokenizer = tokenizer
         self.base_url = cfg.server_base_url.rstrip("/")
         self.weights_root = Path(run_dir) / "rollout_weights"
-        key = _read_key(cfg.server_api_key_env)
+        key = read_api_key(cfg.server_api_key_env, "rollout.server_api_key_env", "the endpoint's key")
         self._client = httpx.Client(
             transport=transport, timeout=cfg.server_timeout_s, headers={"Authorization": f"Bearer {key}"} if key else {},
             limits=httpx.Limits(max_connections=cfg.server_max_concurrency, max_keepalive_connections=cfg.server_max_concurrency))
@@ -425,12 +425,3 @@ class ServerEngine:
             log.warning("could not POST %s/reset to unload the previous step's model; transformers serve frees it "
                         "after --model-timeout seconds", root)
 
-
-def _read_key(env: str) -> str:
-    if not env:
-        return ""
-    key = os.environ.get(env, "")
-    if not key:
-        raise ConfigError(f"rollout.server_api_key_env: environment variable ${env} is not set or empty; export the "
-                          f"endpoint's key there, or set rollout.server_api_key_env: '' for an endpoint without one")
-    return key
