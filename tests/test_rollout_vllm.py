@@ -15,7 +15,7 @@ import torch
 
 from critique_rl.config import load_config
 from critique_rl.modeling import load_policy
-from critique_rl.rollout import HFEngine, SamplingParams, build_engine
+from critique_rl.rollout import SamplingParams, build_engine
 from critique_rl.rollout.vllm_engine import (
     INSTALL_HINT,
     completions_from_outputs,
