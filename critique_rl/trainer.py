@@ -347,6 +347,9 @@ class Trainer:
                     _accumulate(stats, {"loss": loss.item()}, weight=1.0 / cfg.train.mini_batches)
                     _accumulate(stats, metrics, weight=len(mb) / num_sequences / cfg.train.mini_batches)
                     if iteration == 0:
+                        # padding waste of the length-sorted micro-batches: cells computed on pad tokens
+                        _accumulate(stats, {"train/_cells": float(len(mb) * (width + 1)),
+                                            "train/_tokens": float(sum(len(m.prompt_ids) + len(m.completion_ids) for m in batch))}, 1.0)
                         self.keep_token_logprobs(batch, logp.detach(), mask)
                         entropies.append(entropy.detach().cpu())
                         masks.append(mask.cpu())
@@ -363,6 +366,7 @@ class Trainer:
                 _accumulate(stats, {"grad_norm": grad_norm.item()}, weight=1.0 / cfg.train.mini_batches / self.dist.world_size)
         # Each process holds its share of the sums; entropy statistics are means of equal shares.
         metrics = {k: v / cfg.train.num_iterations for k, v in self.dist.sum_metrics({k: sum(v) for k, v in stats.items()}).items()}
+        metrics["train/padding_frac"] = 1.0 - metrics.pop("train/_tokens") / max(metrics.pop("train/_cells"), 1.0)
         if "rollout/_gap_sum" in metrics:
             metrics["rollout/logp_mismatch"] = metrics.pop("rollout/_gap_sum") / max(metrics.pop("rollout/_gap_tokens"), 1.0)
         metrics.update(self.dist.combine_metrics(self.entropy_metrics(entropies, masks, refine_flags, logps, advs)))
