@@ -12,9 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from critique_rl.metrics import read_metrics  # noqa: E402
 
-PANELS = [
-    ("eval/hard_pass1", "hard greedy pass@1 (held-out)"),
-    ("eval/easy_pass1", "easy greedy pass@1 (held-out)"),
+TRAINING_PANELS = [
     ("reward", "train reward (initial samples)"),
     ("entropy", "mean token entropy (nats)"),
     ("frac_all_fail", "fraction of all-fail groups"),
@@ -30,11 +28,24 @@ def load_run(run_dir: Path) -> dict:
             "config": (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""}
 
 
+def eval_names(metrics: list[dict]) -> list[str]:
+    """The evaluation sets of a run, in the order its log first names them (eval/<name>_pass1).
+
+    >>> eval_names([{"step": 0, "eval/easy_pass1": 1.0, "eval/hard_pass1": 0.0}, {"eval/easy_pass1": 1.0}])
+    ['easy', 'hard']
+    """
+    names = [k[len("eval/"):-len("_pass1")] for m in metrics for k in m if k.startswith("eval/") and k.endswith("_pass1")]
+    return list(dict.fromkeys(names))
+
+
 def plot_runs(runs: dict[str, dict], path: Path) -> Path:
+    names = list(dict.fromkeys(n for run in runs.values() for n in eval_names(run["metrics"])))
+    # Held-out accuracy first (the two first evaluation sets), then the training signals.
+    panels = [(f"eval/{n}_pass1", f"{n} greedy pass@1 (held-out)") for n in names[:2]] + TRAINING_PANELS
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     # One colour and line style per run across all panels; later runs dashed so overlaps stay visible.
     styles = {label: (f"C{i}", "-" if i < 2 else "--") for i, label in enumerate(runs)}
-    for ax, (key, title) in zip(axes.flat, PANELS):
+    for ax, (key, title) in zip(axes.flat, panels):
         for label, run in runs.items():
             points = [(m["step"], m[key]) for m in run["metrics"] if m.get(key) is not None]
             if points:
@@ -57,13 +68,12 @@ def method_summary(run: dict, k: int) -> dict:
     trained = [m for m in metrics if "entropy" in m]
     steps = final.get("step", trained[-1]["step"] if trained else 0)
     step_times = [m["time/step"] for m in trained]
+    names = eval_names(metrics)
     return {
-        "easy_pass1": final.get("eval/easy_pass1"),
-        "hard_pass1": final.get("eval/hard_pass1"),
-        "easy_pass_at_k": final.get(f"eval/easy_pass@{k}"),
-        "hard_pass_at_k": final.get(f"eval/hard_pass@{k}"),
+        **{f"{n}_pass1": final.get(f"eval/{n}_pass1") for n in names},
+        **{f"{n}_pass_at_k": final.get(f"eval/{n}_pass@{k}") for n in names},
         "k": k,
-        "initial_hard_pass1": metrics[0].get("eval/hard_pass1") if metrics else None,
+        **{f"initial_{n}_pass1": metrics[0].get(f"eval/{n}_pass1") if metrics else None for n in names},
         "final_entropy": trained[-1]["entropy"] if trained else None,
         "steps": steps,
         "seconds_per_step": sum(step_times) / len(step_times) if step_times else None,
@@ -84,11 +94,10 @@ def write_report(runs: dict[str, Path], out_dir: Path, k: int, title: str = "cri
     summary = {**(extra or {}), "methods": methods}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
-    cols = ["steps", "easy_pass1", "hard_pass1", "easy_pass_at_k", "hard_pass_at_k", "initial_hard_pass1",
-            "final_entropy", "seconds_per_step"]
+    cols = ["steps", *dict.fromkeys(c for s in methods.values() for c in s if c not in ("steps", "k"))]
     lines = [f"# {title}", "", notes, "", "![curves](curves.png)", "", f"## Final evaluation (pass@k with k = {k})", "",
              "| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    lines += [f"| {label} | " + " | ".join(_fmt(s[c]) for c in cols) + " |" for label, s in methods.items()]
+    lines += [f"| {label} | " + " | ".join(_fmt(s.get(c)) for c in cols) + " |" for label, s in methods.items()]
     lines += ["", "## Configs", ""]
     for label, run in loaded.items():
         lines += [f"### {label} (`{run['dir']}`)", "", "```yaml", run["config"].rstrip(), "```", ""]

@@ -86,3 +86,32 @@ def test_existing_run_directory_is_not_overwritten(pipeline_dir: Path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "--resume" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_report_overlays_several_runs(pipeline_dir: Path, tmp_path: Path):
+    runs = [str(pipeline_dir / m) for m in ("grpo", "critique_grpo", "grpo_equal_compute")]
+    run_cli("report", *runs, "--out", str(tmp_path / "cmp"), "-k", "1", cwd=tmp_path)
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    for name in ("grpo", "critique_grpo", "grpo_equal_compute"):
+        assert f"| {name} |" in report
+    assert "| run | steps | easy_pass1 | hard_pass1 |" in report
+    summary = json.loads((tmp_path / "cmp" / "summary.json").read_text())
+    assert summary["methods"]["grpo_equal_compute"]["steps"] >= 3
+    assert (tmp_path / "cmp" / "curves.png").stat().st_size > 10_000
+
+
+def test_config_show_documents_every_field(tmp_path: Path):
+    from critique_rl.config import describe, load_config
+
+    out = run_cli("config", "show", "tiny", "train.steps=7", cwd=tmp_path).stdout
+    for key, _, _, help in describe(load_config("tiny")):
+        assert f"\n{key} = " in "\n" + out and help.split(";")[0][:40] in out, key
+    assert "train.steps = 7   (default: 150)" in out
+
+
+def test_dry_run_prints_the_config_and_prompts_and_trains_nothing(pipeline_dir: Path, tmp_path: Path):
+    run = tmp_path / "never"
+    out = run_cli("train", "--config", "tiny", "--out", str(run), "--dry-run", f"model.name_or_path={pipeline_dir / 'warmstart'}",
+                  cwd=tmp_path).stdout
+    assert "method: critique_grpo" in out and "--- solve" in out and "--- critique" in out and "--- refine" in out
+    assert not run.exists()
