@@ -1,0 +1,47 @@
+"""Smoke tests of the CPU benchmarks in scripts/: one tiny configuration each, seconds long.
+
+They check that the scripts run against the current trainer and that their last line is the JSON
+object the README's tables come from; they time nothing. The TRL comparison skips where TRL is
+not installed (it is a benchmark-only dependency: the `bench` and `dev` extras).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def run(script: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_bench_vs_trl_runs_both_trainers_on_the_same_prompts():
+    pytest.importorskip("trl")
+    r = run("bench_vs_trl.py", "--preset", "tiny", "--steps", "1", "--warmup", "1", "--prompts", "2",
+            "--num-generations", "2", "--max-completion-length", "8")
+    assert r["same_prompts_per_step"]
+    assert r["ratio_ours_over_trl"] > 0
+    assert len(r["trl"]["steps"]) == len(r["ours"]["steps"]) == 1
+    assert r["trl"]["generate_calls_per_step"] == r["ours"]["generate_calls_per_step"] == 1
+    assert 0 < r["ours"]["completion_tokens_per_step"] <= 2 * 2 * 8
+
+
+def test_bench_growth_forces_lengths_and_reports_peak_memory():
+    r = run("bench_growth.py", "--preset", "tiny", "--methods", "grpo", "--prompts", "2", "--groups", "2",
+            "--lengths", "8,16", "--group-length", "8", "--length-group", "2", "--budget-tokens", "16",
+            "--budget-generation", "2", "--steps", "1", "--warmup", "0")
+    rows = r["rows"]
+    assert [(x["series"], x["max_completion_length"]) for x in rows] == [("group", 8), ("length", 8), ("length", 16), ("budget", 8)]
+    for x in rows:
+        assert x["completion_tokens_per_step"] == 2 * 2 * x["max_completion_length"]   # lengths forced
+        assert x["peak_rss_mb"] >= x["rss_setup_mb"] > 0
+    assert rows[-1]["max_tokens_per_microbatch"] == 16 and rows[-1]["generation_batch_size"] == 2
