@@ -98,7 +98,8 @@ class Trainer:
         self.zero_std_streak = 0
         t = cfg.train
         self.alarm_settings = AlarmSettings(t.alarm_truncation_ratio, t.alarm_zero_std_patience, t.entropy_min, t.entropy_max)
-        self.rng = random.Random(f"{cfg.seed}/refine/{self.dist.rank}")
+        # Each process chooses refinements for its own groups; the first keeps a single process's stream.
+        self.rng = random.Random(f"{cfg.seed}/refine" + (f"/{self.dist.rank}" if self.dist.rank else ""))
         self.minibatch_rng = random.Random(f"{cfg.seed}/minibatch")    # the same in every process
         self.loss_generator = torch.Generator().manual_seed(cfg.seed)
         # Processes sample different prompts; different streams keep their samples independent.
