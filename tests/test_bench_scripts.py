@@ -45,3 +45,15 @@ def test_bench_growth_forces_lengths_and_reports_peak_memory():
         assert x["completion_tokens_per_step"] == 2 * 2 * x["max_completion_length"]   # lengths forced
         assert x["peak_rss_mb"] >= x["rss_setup_mb"] > 0
     assert rows[-1]["max_tokens_per_microbatch"] == 16 and rows[-1]["generation_batch_size"] == 2
+
+
+def test_bench_step_reports_the_phase_times_and_ratios(warm_policy):
+    r = run("bench_step.py", "--model", str(warm_policy), "--steps", "1", "--warmup", "0", "--threads", "1")
+    assert set(r["ratio_critique_over_grpo"]) == {"all_fail", "all_fail_max_critiques_2", "always"}
+    assert all(v > 0 for v in r["ratio_critique_over_grpo"].values())
+    assert r["phases"]["grpo"]["refine"] == 0 and r["phases"]["critique_grpo_always"]["refine"] > 0
+
+
+def test_bench_overlap_measures_both_settings_against_the_stub_critic(warm_policy):
+    r = run("bench_overlap.py", "--model", str(warm_policy), "--steps", "1", "--warmup", "0", "--latency", "0.01")
+    assert r["ratio_overlap_over_sequential"] > 0 and r["critique_s_sequential"] > 0
