@@ -10,7 +10,8 @@ import copy
 import json
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from typing import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,9 +108,8 @@ class Trainer:
         random.seed(process_seed)
         np.random.seed(process_seed)
         torch.manual_seed(process_seed)
-        # Critiques from a remote or rule critic run here while the trainer scores log-probs.
-        self.background = ThreadPoolExecutor(1, thread_name_prefix="critic") \
-            if self.critic is not None and cfg.critic.overlap and cfg.critic.backend in ("rule", "openai") else None
+        # Critiques from a remote or rule critic are written in a thread while the trainer scores log-probs.
+        self.overlap = self.critic is not None and cfg.critic.overlap and cfg.critic.backend in ("rule", "openai")
         self.logger = MetricsLogger(run_dir, cfg)             # metrics.jsonl + log.report_to backends
         self.check_templates()
 
@@ -175,11 +175,11 @@ class Trainer:
         t = time.perf_counter()
         requests = [CritiqueRequest(problems[g].question, samples[g][i].text, self.critic_reference(problems[g]),
                                     rewards[g][i] > 0, problems[g]) for g, i in targets]
-        if self.background is not None:
-            pending = self.background.submit(self.critic.critique, requests)
+        if self.overlap:
+            pending = in_background(self.critic.critique, requests)
             self.prescore(initial)
             waited = time.perf_counter()
-            critiques = pending.result()
+            critiques = pending()
             timings["time/critique_wait"] = time.perf_counter() - waited
         else:
             critiques = self.critic.critique(requests)
@@ -604,3 +604,25 @@ def _stack(rows: list[torch.Tensor], width: int) -> torch.Tensor:
 def _accumulate(stats: dict[str, list[float]], values: dict[str, float], weight: float) -> None:
     for k, v in values.items():
         stats.setdefault(k, []).append(v * weight)
+
+
+def in_background(fn: Callable, *args) -> Callable:
+    """Start ``fn(*args)`` in a daemon thread; the returned function waits for its result (or raises
+    its exception). Daemon, so a second Ctrl-C exits at once even while a critic request hangs."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="critic", daemon=True)
+    thread.start()
+
+    def wait():
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+    return wait

@@ -33,8 +33,9 @@ def test_signal_finishes_the_step_checkpoints_and_says_how_to_resume(cli, tmp_pa
 
 def test_a_second_sigint_exits_at_once(cli, tmp_path):
     run = tmp_path / "run"
-    # 32 prompts a step: the step takes seconds, so the second signal lands inside it.
-    proc = cli.popen(*cli.train_args(run, "train.steps=50", "train.prompts_per_step=32"),
+    # 128 prompts x 6 samples a step: the step takes seconds even on a quiet machine, so the
+    # second signal lands inside it (it is abandoned there, so the test does not wait for it).
+    proc = cli.popen(*cli.train_args(run, "train.steps=50", "train.prompts_per_step=128", "rollout.num_generations=6"),
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for_rows(cli, run, 1)
     proc.send_signal(signal.SIGINT)
