@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from critique_rl.checkpoint import latest_checkpoint
-from critique_rl.config import Config
+from critique_rl.config import Config, ConfigError
 from critique_rl.metrics import write_atomic
 from critique_rl.report import write_report
 from critique_rl.tracking import forget_runs
@@ -57,6 +57,10 @@ def continue_run(source: Path, run_dir: Path, cfg: Config, show_progress: bool =
 
 
 def ensure_warm_start(cfg: Config, out: Path, show_progress: bool = True) -> Path:
+    if cfg.task.name != "arithmetic":
+        raise ConfigError(f"task.name = {cfg.task.name}: the warm start (and the pipeline and compare built on it) trains "
+                          "the embedded tiny model on the synthetic task; for a real model run `critique-rl train` "
+                          "with model.name_or_path")
     require_trackers(cfg.log)       # the RL runs after the warm start log there: a missing library fails now
     ws_dir = out / "warmstart"
     if not (ws_dir / "model.safetensors").is_file():

@@ -172,3 +172,10 @@ def test_inherit_cycles_are_reported(tmp_path):
     (tmp_path / "b.yaml").write_text(f"inherit: {tmp_path / 'a.yaml'}\n")
     with pytest.raises(ConfigError, match="inherit cycle"):
         load_config(str(tmp_path / "a.yaml"))
+
+
+def test_the_pipeline_refuses_the_math_task_instead_of_warm_starting_an_arithmetic_model(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "critique_rl.cli", "pipeline", "--config", "qwen25-7b-paper",
+                             "--out", str(tmp_path / "p")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "critique-rl train" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "p" / "warmstart").exists()
