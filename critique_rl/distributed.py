@@ -27,6 +27,11 @@ SUMMED_PREFIXES = ("refine/triggered_groups", "refine/critiques", "refine/groups
 MAX_PREFIXES = ("time/",)
 
 
+def is_main_process() -> bool:
+    """True in a single process and in the first of several; usable before the process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 class Distributed:
     def __init__(self):
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))

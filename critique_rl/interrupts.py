@@ -9,8 +9,8 @@ class GracefulStop:
     """Context manager recording the first SIGINT/SIGTERM instead of dying mid-step.
 
     Inside, ``self.signal`` becomes the received signal number; the training loop checks it
-    between steps. The first signal restores the default handlers, so a second Ctrl-C interrupts
-    immediately.
+    between steps. The first signal puts Python's default handlers back (KeyboardInterrupt for
+    SIGINT), so a second Ctrl-C interrupts immediately; leaving restores the handlers found on entry.
     """
 
     def __init__(self):
@@ -19,8 +19,10 @@ class GracefulStop:
 
     def _handle(self, signum, frame) -> None:
         self.signal = signum
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        # Not the handlers found on entry: a process started in the background inherits an ignored
+        # SIGINT, and the second Ctrl-C must still interrupt.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         print(f"\nreceived {signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
               "(press Ctrl-C again to exit at once)", flush=True)
 

@@ -16,6 +16,7 @@ import yaml
 
 from critique_rl.checkpoint import latest_checkpoint
 from critique_rl.config import Config, ConfigError
+from critique_rl.distributed import is_main_process
 from critique_rl.metrics import write_atomic
 from critique_rl.report import write_report
 from critique_rl.tracking import forget_runs
@@ -25,6 +26,8 @@ from critique_rl.warmstart import warm_start
 
 
 def save_config(cfg: Config, run_dir: Path) -> None:
+    if not is_main_process():
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
@@ -34,9 +37,10 @@ def run_training(cfg: Config, run_dir: Path, show_progress: bool = True) -> dict
     final = run_dir / "final_eval.json"
     if final.is_file():
         return json.loads(final.read_text())
-    if run_dir.exists() and latest_checkpoint(run_dir) is None:
-        shutil.rmtree(run_dir)              # a run that never reached a checkpoint starts over
-    save_config(cfg, run_dir)
+    if is_main_process():                   # the others wait in Trainer(): it joins the process group
+        if run_dir.exists() and latest_checkpoint(run_dir) is None:
+            shutil.rmtree(run_dir)          # a run that never reached a checkpoint starts over
+        save_config(cfg, run_dir)
     trainer = Trainer(cfg, run_dir, show_progress)
     if latest_checkpoint(run_dir) is not None:
         trainer.resume()
