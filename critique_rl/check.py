@@ -106,9 +106,12 @@ def check_backends(cfg: Config, findings: list[Finding]) -> None:
         findings.append(Finding("warning", f"critic.api_key_env = {c.api_key_env!r} is not set in this environment"))
     if cfg.model.lora_r > 0:
         _needs("peft", "model.lora_r > 0", "lora", findings)
-    for backend, module in (("tensorboard", "tensorboard"), ("wandb", "wandb"), ("mlflow", "mlflow")):
-        if backend in cfg.log.backends():
-            _needs(module, f"log.report_to {backend}", backend, findings, level="warning")
+    from critique_rl.tracking import TrackingUnavailable, require
+
+    try:
+        require(cfg.log)
+    except TrackingUnavailable as err:
+        findings.append(Finding("warning", str(err)))
 
 
 def check_config(source: str, overrides: list[str] | None = None) -> list[Finding]:

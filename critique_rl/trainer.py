@@ -206,13 +206,13 @@ class Trainer:
             chosen = choose_refinements([refine_rewards[j] for j in js], cfg.refine.refinements_per_group,
                                         cfg.refine.refinement_fallback, self.rng)
             solve_ids = samples[g][0].prompt_ids
+            member_of = {c: len(initial) + len(members) + pos for pos, c in enumerate(chosen)}   # batch positions
             for c in chosen:
                 j = js[c]
                 # Trained as a response to the plain question: the critique is not in its context.
                 members.append(Member(first_group + g, solve_ids, refinements[j].completion_ids, refine_rewards[j], True))
             if any(refine_rewards[js[c]] > 0 for c in chosen) and all(r <= 0 for r in rewards[g]):
                 rescued += 1
-            member_of = {c: len(initial) + len(members) - len(chosen) + pos for pos, c in enumerate(chosen)}
             records[g]["refinements"] = [
                 {"attempt_index": targets[j][1], "critique": critiques[j].text, "text": refinements[j].text,
                  "reward": refine_rewards[j], "chosen": k in chosen, "member": member_of.get(k)}
@@ -309,7 +309,9 @@ class Trainer:
 
         group_ids = self.dist.union(m.group for m in members)      # every process's groups, in one order
         per_mini = len(group_ids) // cfg.train.mini_batches
-        stats: dict[str, list[float]] = {}
+        stats: dict[str, list[float]] = {}     # this process's shares of the loss and its metrics
+        counts: dict[str, float] = {}          # token counts of the first pass, for the padding and mismatch ratios
+        grad_norms: list[float] = []           # the same in every process (gradients are summed first)
         skipped = 0
         entropies, masks, refine_flags, logps, advs = [], [], [], [], []
         for iteration in range(cfg.train.num_iterations):
@@ -335,8 +337,7 @@ class Trainer:
                     if iteration == 0 and sampler_logp is not None:
                         # train/inference mismatch: how far the engine's log-probs are from the trainer's
                         gap = ((old - sampler_logp).abs() * mask * (~is_refinement)[:, None]).sum()
-                        _accumulate(stats, {"rollout/_gap_sum": float(gap),
-                                            "rollout/_gap_tokens": float((mask * (~is_refinement)[:, None]).sum())}, 1.0)
+                        _add(counts, mismatch_sum=float(gap), mismatch_tokens=float((mask * (~is_refinement)[:, None]).sum()))
                     tis = None if sampler_logp is None or not cfg.loss.tis_cap else \
                         algos.truncated_is_weight(old, sampler_logp, cfg.loss.tis_cap)
                     loss, metrics = algos.policy_loss(
@@ -349,8 +350,8 @@ class Trainer:
                     _accumulate(stats, metrics, weight=len(mb) / num_sequences / cfg.train.mini_batches)
                     if iteration == 0:
                         # padding waste of the length-sorted micro-batches: cells computed on pad tokens
-                        _accumulate(stats, {"train/_cells": float(len(mb) * (width + 1)),
-                                            "train/_tokens": float(sum(len(m.prompt_ids) + len(m.completion_ids) for m in batch))}, 1.0)
+                        _add(counts, cells=float(len(mb) * (width + 1)),
+                             tokens=float(sum(len(m.prompt_ids) + len(m.completion_ids) for m in batch)))
                         self.keep_token_logprobs(batch, logp.detach(), mask)
                         entropies.append(entropy.detach().cpu())
                         masks.append(mask.cpu())
@@ -364,12 +365,14 @@ class Trainer:
                 else:
                     self.optimizer.zero_grad(set_to_none=True)
                     skipped += 1
-                _accumulate(stats, {"grad_norm": grad_norm.item()}, weight=1.0 / cfg.train.mini_batches / self.dist.world_size)
+                grad_norms.append(grad_norm.item())
         # Each process holds its share of the sums; entropy statistics are means of equal shares.
         metrics = {k: v / cfg.train.num_iterations for k, v in self.dist.sum_metrics({k: sum(v) for k, v in stats.items()}).items()}
-        metrics["train/padding_frac"] = 1.0 - metrics.pop("train/_tokens") / max(metrics.pop("train/_cells"), 1.0)
-        if "rollout/_gap_sum" in metrics:
-            metrics["rollout/logp_mismatch"] = metrics.pop("rollout/_gap_sum") / max(metrics.pop("rollout/_gap_tokens"), 1.0)
+        metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)
+        counts = self.dist.sum_metrics(counts)
+        metrics["train/padding_frac"] = 1.0 - counts["tokens"] / max(counts["cells"], 1.0)
+        if "mismatch_sum" in counts:
+            metrics["rollout/logp_mismatch"] = counts["mismatch_sum"] / max(counts["mismatch_tokens"], 1.0)
         metrics.update(self.dist.combine_metrics(self.entropy_metrics(entropies, masks, refine_flags, logps, advs)))
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         metrics["train/skipped_nonfinite"] = float(skipped)
@@ -604,6 +607,11 @@ def _stack(rows: list[torch.Tensor], width: int) -> torch.Tensor:
 def _accumulate(stats: dict[str, list[float]], values: dict[str, float], weight: float) -> None:
     for k, v in values.items():
         stats.setdefault(k, []).append(v * weight)
+
+
+def _add(counts: dict[str, float], **values: float) -> None:
+    for k, v in values.items():
+        counts[k] = counts.get(k, 0.0) + v
 
 
 def in_background(fn: Callable, *args) -> Callable:
