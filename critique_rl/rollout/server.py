@@ -402,14 +402,13 @@ class ServerEngine:
 
     def _save(self, name: str) -> Path:
         """Rank 0 writes the directory; with several processes the others wait for it (same weights)."""
-        import torch.distributed as dist
+        from critique_rl.distributed import Distributed
 
-        multi = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        processes = Distributed()
         path = self.weights_root / name
-        if not multi or dist.get_rank() == 0:
+        if processes.is_main:
             path = save_policy(self.model, self.tokenizer, self.weights_root, name, self.cfg.weight_sync_keep)
-        if multi:
-            dist.barrier()
+        processes.barrier()
         return path
 
     def _unload_old_models(self) -> None:

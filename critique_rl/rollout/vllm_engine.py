@@ -35,6 +35,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from critique_rl.distributed import Distributed
 from critique_rl.rollout.base import Completion, SamplingParams
 from critique_rl.rollout.weights import merged_state_dict, policy_path, save_policy
 
@@ -158,7 +159,8 @@ class VLLMEngine:
         self.weights_root = Path(run_dir) / "rollout_weights"
         self._vllm = vllm
         tp = cfg.vllm_tensor_parallel_size
-        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+        processes = Distributed()
+        world, rank = processes.world_size, processes.rank
         extra: dict = {}
         if world > 1:
             # Data-parallel trainer processes (torchrun, accelerate): each runs its own vLLM in-process on
