@@ -48,13 +48,19 @@ def _load(args) -> "Config":  # noqa: F821
     return cfg
 
 
+def _config_name(args) -> str:
+    """The config a command was launched with, as its title shows it: 'toy', 'toy + train.steps=30'."""
+    return " + ".join([args.config, " ".join(args.overrides)] if args.overrides else [args.config])
+
+
 def cmd_pipeline(args) -> int:
     from critique_rl.pipeline import run_pipeline
 
     cfg = _load(args)
-    summary = run_pipeline(cfg, Path(args.out))
-    print(json.dumps(summary, indent=2))
-    print(f"report: {Path(args.out) / 'report.md'}")
+    out = Path(args.out)
+    summary = run_pipeline(cfg, out, config_name=_config_name(args))
+    print(f"report: {out / 'report.md'}  plots: {out / 'curves.png'}  numbers: {out / 'summary.json'}")
+    print(summary["verdict"])
     return 0
 
 
@@ -161,10 +167,12 @@ def eval_benchmarks(cfg, engine, prompts, out: Path) -> int:
 def cmd_report(args) -> int:
     from critique_rl.report import write_report
 
-    runs = {Path(d).name: Path(d) for d in args.runs}
+    # Runs are named by their directory, with its parent where two share a name (runs/seed0/grpo, runs/seed1/grpo).
+    names = [Path(d).name for d in args.runs]
+    runs = {(name if names.count(name) == 1 else f"{Path(d).parent.name}/{name}"): Path(d) for name, d in zip(names, args.runs)}
     out = Path(args.out or args.runs[0])
     write_report(runs, out, args.k)
-    print(f"report: {out / 'report.md'}")
+    print(f"report: {out / 'report.md'}  plots: {out / 'curves.png'}")
     return 0
 
 
@@ -179,7 +187,7 @@ def example_request(cfg, index: int):
     import random
 
     from critique_rl.critics import CritiqueRequest
-    from critique_rl.data import ProblemSource
+    from critique_rl.tasks.arithmetic import ProblemSource
     from critique_rl.tasks.arithmetic import wrong_attempt
 
     source = ProblemSource(cfg.task, cfg.seed)
@@ -260,7 +268,7 @@ def cmd_compare(args) -> int:
 
     cfg = _load(args)
     methods = [*METHODS, COMBINED] if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
-    result = run_compare(cfg, Path(args.out), methods)
+    result = run_compare(cfg, Path(args.out), methods, config_name=_config_name(args))
     print((Path(args.out) / "compare.md").read_text(), end="")
     print(f"table: {Path(args.out) / 'compare.md'}  plots: {Path(args.out) / 'curves.png'}  ({len(result['methods'])} methods)")
     return 0

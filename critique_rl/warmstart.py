@@ -22,9 +22,8 @@ from critique_rl.batching import (
 from critique_rl.config import Config
 from critique_rl.critics.base import CritiqueRequest, default_template
 from critique_rl.critics.rule import RuleCritic
-from critique_rl.data import ProblemSource
 from critique_rl.modeling import build_char_tokenizer, build_tiny_model
-from critique_rl.tasks.arithmetic import wrong_attempt
+from critique_rl.tasks.arithmetic import ProblemSource, wrong_attempt
 from critique_rl.templates import load_template
 
 

@@ -61,7 +61,7 @@ from pathlib import Path
 import torch
 
 from critique_rl.config import load_config
-from critique_rl.data import ProblemSource
+from critique_rl.tasks.arithmetic import ProblemSource
 from critique_rl.modeling import build_char_tokenizer, build_tiny_model
 from critique_rl.tasks.arithmetic import verify
 from critique_rl.templates import load_template

@@ -5,8 +5,8 @@ import random
 from critique_rl.config import TaskConfig
 from critique_rl.critics.base import CritiqueRequest
 from critique_rl.critics.rule import RuleCritic
-from critique_rl.data import ProblemSource
 from critique_rl.tasks.arithmetic import (
+    ProblemSource,
     extract_answer,
     problem_from_operands,
     sample_problem,

@@ -2,7 +2,7 @@
 
 Backends (``critic.backend``): ``rule`` (rule.py), ``openai`` (openai_api.py), ``hf`` and
 ``self`` (hf.py); the model backends share generative.py (verdict check, fallback, metrics),
-prompting.py (the critic prompt), cache.py and ratelimit.py. ``build_critic`` picks one.
+prompting.py (the critic prompt), cache.py and ratelimit.py. ``build_critic`` (factory.py) picks one.
 """
 
 from critique_rl.critics.base import (
@@ -10,7 +10,7 @@ from critique_rl.critics.base import (
     CriticAuthError,
     Critique,
     CritiqueRequest,
-    build_critic,
 )
+from critique_rl.critics.factory import build_critic
 
 __all__ = ["Critic", "CriticAuthError", "Critique", "CritiqueRequest", "build_critic"]
