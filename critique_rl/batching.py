@@ -25,20 +25,23 @@ def pad_sequences(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[
     return input_ids, attention_mask, completion_mask
 
 
-def token_budget_microbatches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+def token_budget_microbatches(lengths: Sequence[int], max_tokens: int, max_rows: int = 0) -> list[list[int]]:
     """Group sequence indices into micro-batches whose padded size (count x longest) fits the budget.
 
-    Sorting by length keeps padding waste low; a sequence longer than the budget gets a
-    micro-batch of its own.
+    Sorting by length keeps padding waste low (the sort is stable: equal lengths keep their order);
+    a sequence longer than the budget gets a micro-batch of its own. ``max_rows`` (0: none) also
+    caps the count.
 
     >>> token_budget_microbatches([5, 1, 4, 2], max_tokens=8)
     [[1, 3], [2], [0]]
+    >>> token_budget_microbatches([3, 3, 3, 3], max_tokens=100, max_rows=3)
+    [[0, 1, 2], [3]]
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
-        if current and (len(current) + 1) * lengths[i] > max_tokens:
+        if current and ((len(current) + 1) * lengths[i] > max_tokens or len(current) == max_rows):
             batches.append(current)
             current = []
         current.append(i)

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from critique_rl.config import BenchmarkEvalConfig  # noqa: F401  (re-exported)
-from critique_rl.datasets_io import (
-    Example,
-    benchmark_spec,
-    load_examples,
-)
+from critique_rl.benchmark_data import benchmark_names, load_benchmark
+from critique_rl.config import BenchmarkEvalConfig, DatasetSpec  # noqa: F401  (re-exported)
+from critique_rl.datasets_io import DatasetError, Example, load_examples
 from critique_rl.evaluate import pass_at_k
 
 GenerateFn = Callable[[list[str], int], list[list[str]]]
@@ -91,15 +89,33 @@ def evaluate_benchmark(name: str, examples: Sequence[Example], cfg: BenchmarkEva
     return row
 
 
-def evaluate_benchmarks(cfg: BenchmarkEvalConfig, out_dir: str | Path, **kw: Any) -> list[dict[str, Any]]:
-    """``evaluate_benchmark`` on each of ``cfg.benchmarks``, samples in ``out_dir/<name>.samples.jsonl``;
-    ``kw`` are its keyword arguments (render, reward, greedy_generate, sample_generate)."""
-    rows = []
-    for name in filter(None, (n.strip() for n in cfg.benchmarks.split(","))):
-        spec = dataclasses.replace(benchmark_spec(name, cfg.data_root), limit=cfg.limit)
-        rows.append(evaluate_benchmark(name, load_examples(spec), cfg,
-                                       samples_path=Path(out_dir) / f"{name}.samples.jsonl", **kw))
-    return rows
+def load_eval_sets(cfg: BenchmarkEvalConfig, specs: Sequence[DatasetSpec] = ()) -> dict[str, list[Example]]:
+    """name -> examples of every set to evaluate: the benchmarks of ``cfg.benchmarks`` (pulled copy or
+    hub), then ``specs`` (each named by its ``name``); ``cfg.limit`` caps each set unless a spec has its own."""
+    sets = {name: load_benchmark(name, cfg.data_root, cfg.limit) for name in benchmark_names(cfg.benchmarks)}
+    for spec in specs:
+        if spec.name in sets:
+            raise DatasetError(f"two evaluation sets are named {spec.name!r}; give the dataset spec another name")
+        sets[spec.name] = load_examples(dataclasses.replace(spec, limit=spec.limit or cfg.limit))
+    return sets
+
+
+def samples_file(name: str) -> str:
+    """The samples file of set ``name``: its name made safe as a file name.
+
+    >>> samples_file("math500"), samples_file("my set/v2")
+    ('math500.samples.jsonl', 'my_set_v2.samples.jsonl')
+    """
+    return re.sub(r"[^\w.+-]+", "_", name) + ".samples.jsonl"
+
+
+def evaluate_benchmarks(sets: dict[str, Sequence[Example]], cfg: BenchmarkEvalConfig, out_dir: str | Path,
+                        **kw: Any) -> list[dict[str, Any]]:
+    """``evaluate_benchmark`` on each set of ``sets`` (from load_eval_sets), samples in
+    ``out_dir/<name>.samples.jsonl``; ``kw`` are its keyword arguments (render, reward, greedy_generate,
+    sample_generate)."""
+    return [evaluate_benchmark(name, examples, cfg, samples_path=Path(out_dir) / samples_file(name), **kw)
+            for name, examples in sets.items()]
 
 
 def with_average(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

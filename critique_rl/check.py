@@ -1,25 +1,31 @@
-"""`critique-rl check-config`: everything about a config that can be checked without a GPU, a
-network or a download, before a long job is queued.
+"""`critique-rl check-config`: everything about a config that can be checked without a GPU or a
+download, before a long job is queued.
 
 Types, choices and cross-field rules are checked when the config loads. Here: every template
-renders with the variables it receives, local data and benchmark files exist, model and data
-names that are not local paths have the shape of hub ids (they are not fetched), and the
-optional libraries the config needs are installed.
+renders with the variables it receives; the first rows of every dataset the config names
+(data.train, each benchmark: pulled copy, else the hub, streamed) are read and mapped to question
+and answer as a run would, so a wrong field name or a row without \\boxed{} shows now; a model
+name that is not a local path has the shape of a hub id (it is not fetched); the optional
+libraries the config needs are installed. A dataset on an unreachable hub is a warning, not an
+error: the check may run on a login node without network.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from critique_rl.config import Config, ConfigError, load_config
 from critique_rl.critics.base import CritiqueRequest, default_template
+from critique_rl.datasets_io import DatasetError, HubUnreachable, RowError, is_hub_id
 from critique_rl.templates import TemplateError, load_template
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Rows of each dataset that are read and mapped: enough to catch a wrong mapping, fast on any source.
+HEAD_ROWS = 5
 # What the check renders templates with; any text does, the point is that every variable is provided.
 EXAMPLE = CritiqueRequest("What is 2 + 3?", "2 + 3 = 6, so the answer is \\boxed{6}.", "5", False, None)
 
@@ -34,7 +40,7 @@ def _local_or_hub(value: str, key: str, kind: str, findings: list[Finding]) -> N
     path = Path(value).expanduser()
     if path.exists():
         return
-    if HUB_ID.match(value) and not value.startswith((".", "/", "~")):
+    if is_hub_id(value):
         findings.append(Finding("note", f"{key} = {value!r}: a hub {kind} id, not fetched by this check"))
     else:
         findings.append(Finding("error", f"{key} = {value!r}: no such file or directory, and not a hub {kind} id (owner/name)"))
@@ -73,7 +79,26 @@ def check_templates(cfg: Config, findings: list[Finding]) -> None:
             findings.append(Finding("error", f"critic.prompt_template / critic.system_template: {err}"))
 
 
+def _check_rows(key: str, load: Callable[[], list], findings: list[Finding], skips: bool = False) -> None:
+    """Run ``load`` (the first rows of one dataset, mapped, malformed rows raised); its failure becomes
+    a finding on ``key``: a malformed row is a warning when the run would skip it (``skips``)."""
+    try:
+        examples = load()
+    except HubUnreachable as err:
+        findings.append(Finding("warning", f"{key}: not checked: {err}"))
+    except RowError as err:
+        findings.append(Finding("warning", f"{key}: {err} (on_bad_row = skip: the run drops such rows)") if skips
+                        else Finding("error", f"{key}: {err}"))
+    except DatasetError as err:
+        findings.append(Finding("error", f"{key}: {err}"))
+    else:
+        findings.append(Finding("note", f"{key}: the first {len(examples)} rows map to a question and an answer"))
+
+
 def check_resources(cfg: Config, findings: list[Finding]) -> None:
+    from critique_rl.benchmark_data import benchmark_names, load_benchmark
+    from critique_rl.datasets_io import load_examples
+
     if cfg.model.name_or_path:
         _local_or_hub(cfg.model.name_or_path, "model.name_or_path", "model", findings)
     elif cfg.task.name == "math":
@@ -83,17 +108,10 @@ def check_resources(cfg: Config, findings: list[Finding]) -> None:
         if not spec.path:
             findings.append(Finding("error", "data.train.path is empty: task math needs a training set"))
         else:
-            _local_or_hub(spec.path, "data.train.path", "dataset", findings)
-    if cfg.benchmarks.benchmarks:
-        from critique_rl.datasets_io import BENCHMARKS, benchmark_spec
-        from critique_rl.tasks.math import benchmark_names
-
-        for name in benchmark_names(cfg.benchmarks.benchmarks):
-            if name not in BENCHMARKS:
-                findings.append(Finding("error", f"benchmarks.benchmarks: unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}"))
-            elif not Path(benchmark_spec(name, cfg.benchmarks.data_root).path).is_file():
-                findings.append(Finding("warning", f"benchmarks: {benchmark_spec(name, cfg.benchmarks.data_root).path} not found "
-                                                   f"(benchmarks.data_root is relative to the working directory: {os.getcwd()})"))
+            strict = dataclasses.replace(spec, on_bad_row="error")
+            _check_rows("data.train", lambda: load_examples(strict, head=HEAD_ROWS), findings, spec.on_bad_row == "skip")
+    for name in benchmark_names(cfg.benchmarks.benchmarks):  # an unknown name is a DatasetError, so an error
+        _check_rows(f"benchmarks: {name}", lambda: load_benchmark(name, cfg.benchmarks.data_root, head=HEAD_ROWS), findings)
 
 
 def check_backends(cfg: Config, findings: list[Finding]) -> None:

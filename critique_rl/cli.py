@@ -6,7 +6,11 @@
     critique-rl train --resume runs/cgrpo
     critique-rl eval --model runs/cgrpo/checkpoints/step-000150
     critique-rl eval --model MODEL --benchmarks math500,aime24 --out runs/eval prompts.solve=math/solve.jinja
+    critique-rl eval --model MODEL --dataset olympiadbench.yaml --out runs/eval
+    critique-rl data list
+    critique-rl data pull math500 aime24 [--dir DIR]
     critique-rl report runs/a runs/b --out runs/cmp
+    critique-rl report runs/demo runs/demo-seed1    # folders of runs (pipeline outputs): all their runs
     critique-rl inspect runs/cgrpo [--step 150] [--prompt 0] [--list]
     critique-rl render --template arithmetic/critique_cot.jinja --example 0
     critique-rl render --critic-prompt critic.backend=openai critic.api=completions
@@ -74,6 +78,7 @@ def cmd_warmstart(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from critique_rl.modeling import check_model_source
     from critique_rl.pipeline import run_training, save_config
     from critique_rl.trainer import Trainer
 
@@ -91,23 +96,39 @@ def cmd_train(args) -> int:
         print(f"resumed {run_dir} at step {step}" if step else f"{run_dir} has no checkpoint yet: training it from step 0")
         final = trainer.train()
     else:
+        cfg = _load(args)
+        if args.dry_run:
+            return dry_run(cfg)
         if not args.out:
             raise ConfigError("train needs --out RUN_DIR (or --resume RUN_DIR)")
-        cfg = _load(args)
         run_dir = Path(args.out)
-        if args.dry_run:
-            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            for name, text in example_prompts(cfg, 0).items():
-                print(f"--- {name}\n{text.rstrip()}")
-            return 0
         if (run_dir / "metrics.jsonl").exists():
             raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+        check_model_source(cfg.model.name_or_path)       # a mistyped path fails before the run directory is made
         final = run_training(cfg, run_dir)
     print(json.dumps(final, indent=2))
     return 0
 
 
+def dry_run(cfg) -> int:
+    """`train --dry-run`: the resolved config and the first prompts as the policy reads them, after
+    checking that the policy's config and tokenizer load (not its weights: a dry run takes seconds)."""
+    from critique_rl.modeling import load_tokenizer
+    from critique_rl.templates import PolicyPrompts
+
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
+    policy = PolicyPrompts(cfg.prompts, tokenizer)
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    for name, text in example_prompts(cfg, 0).items():
+        print(f"--- {name}\n{(text if name == 'critique' else policy.wrap(text)).rstrip()}")
+    print(f"--- model.name_or_path {cfg.model.name_or_path}: config and tokenizer load"
+          f"{' (chat template on)' if policy.chat else ''}")
+    return 0
+
+
 def cmd_eval(args) -> int:
+    from critique_rl.benchmark_eval import load_eval_sets
+    from critique_rl.config import load_dataset_spec
     from critique_rl.evaluate import greedy_pass1, sampled_pass_at_k
     from critique_rl.modeling import load_policy
     from critique_rl.rollout import SamplingParams, build_engine
@@ -117,12 +138,23 @@ def cmd_eval(args) -> int:
     cfg = _load(args)
     if args.benchmarks is not None:
         cfg.benchmarks.benchmarks = args.benchmarks
-    model, tokenizer = load_policy(args.model, cfg.model)
+    specs = []
+    if args.dataset:
+        spec = load_dataset_spec(args.dataset)
+        spec.name = spec.name or Path(args.dataset).stem
+        specs.append(spec)
+    sets = None
+    if cfg.benchmarks.benchmarks or specs:
+        sets = load_eval_sets(cfg.benchmarks, specs)  # before the model: a missing or malformed set fails in seconds
+    elif cfg.task.name == "math":
+        raise ConfigError("nothing to evaluate: task math has no held-out splits of its own; name benchmarks "
+                          "(--benchmarks math500,aime24, see `critique-rl data list`) or a dataset (--dataset SPEC.yaml)")
+    model, tokenizer = load_policy(args.model, cfg.model, what="--model")
     out = Path(args.out)
     engine = build_engine(cfg.rollout, model, tokenizer, out)
     prompts = PolicyPrompts(cfg.prompts, tokenizer)
-    if cfg.benchmarks.benchmarks:
-        return eval_benchmarks(cfg, engine, prompts, out)
+    if sets is not None:
+        return eval_benchmarks(cfg, sets, engine, prompts, out)
     task = build_task(cfg)
     max_len, n, k = cfg.rollout.max_completion_length, cfg.eval.pass_n, cfg.eval.pass_k
     params = SamplingParams(max_len, cfg.eval.temperature)
@@ -136,8 +168,9 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def eval_benchmarks(cfg, engine, prompts, out: Path) -> int:
-    """Greedy pass@1, mean@N and pass@k per benchmark file: a table, results.json and every sample as JSONL."""
+def eval_benchmarks(cfg, sets, engine, prompts, out: Path) -> int:
+    """Greedy pass@1, mean@N and pass@k per evaluation set (name -> examples): a table, results.json
+    and every sample as JSONL."""
     from critique_rl.benchmark_eval import evaluate_benchmarks, format_table, with_average
     from critique_rl.math_reward import make_math_reward
     from critique_rl.rollout import SamplingParams
@@ -149,7 +182,7 @@ def eval_benchmarks(cfg, engine, prompts, out: Path) -> int:
     reward = make_math_reward(cfg.verifier)
     try:
         rows = evaluate_benchmarks(
-            b, out, render=prompts.solve, reward=reward,
+            sets, b, out, render=prompts.solve, reward=reward,
             greedy_generate=lambda ps, n: [[c.text for c in o] for o in engine.generate(ps, n, greedy)],
             sample_generate=lambda ps, n: [[c.text for c in o] for o in engine.generate(ps, n, sampled)])
     finally:
@@ -160,17 +193,44 @@ def eval_benchmarks(cfg, engine, prompts, out: Path) -> int:
     (out / "results.md").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     print(table)
-    print(f"results: {out / 'results.json'}  samples: {out}/<benchmark>.samples.jsonl")
+    print(f"results: {out / 'results.json'}  samples: {out}/<name>.samples.jsonl")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from critique_rl.benchmark_data import BENCHMARKS, data_dir, pull
+
+    root = data_dir(args.dir)
+    if args.action == "list":
+        print(f"data directory: {root}  (--dir, else $CRITIQUE_RL_DATA, else ~/.cache/critique-rl/data)")
+        print("| name | pulled | rows | hub dataset | license | what |\n|---|---|---|---|---|---|")
+        for b in BENCHMARKS.values():
+            hub = " ".join(filter(None, (b.source.path, b.source.config, f"split {b.source.split}")))
+            pulled = "yes" if (root / b.file).is_file() else "no"
+            print(f"| {b.name} | {pulled} | {b.rows} | {hub} | {b.license} | {b.about} |")
+        return 0
+    names = list(BENCHMARKS) if args.names == ["all"] else args.names
+    if args.source and len(names) != 1:
+        raise ConfigError(f"--source replaces one benchmark's hub dataset; name exactly one benchmark, not {len(names)}")
+    for name in names:
+        result = pull(name, root, args.source, args.force)
+        if result.rows:
+            print(f"{name}: {result.rows} rows -> {result.path}" + (f" ({result.note})" if result.note else ""))
+        else:
+            print(f"{name}: {result.note}: {result.path}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from critique_rl.report import write_report
+    from critique_rl.report import run_dirs, write_report
 
+    dirs = run_dirs(args.runs)  # before anything is written: a path that holds no run fails here
     # Runs are named by their directory, with its parent where two share a name (runs/seed0/grpo, runs/seed1/grpo).
-    names = [Path(d).name for d in args.runs]
-    runs = {(name if names.count(name) == 1 else f"{Path(d).parent.name}/{name}"): Path(d) for name, d in zip(names, args.runs)}
-    out = Path(args.out or args.runs[0])
+    names = [d.name for d in dirs]
+    runs = {(name if names.count(name) == 1 else f"{d.parent.name}/{name}"): d for name, d in zip(names, dirs)}
+    first = Path(args.runs[0])
+    # A folder of runs gets its own report/ folder: a pipeline's report.md and summary.json stay its own.
+    out = Path(args.out) if args.out else first if first == dirs[0] else first / "report"
     write_report(runs, out, args.k)
     print(f"report: {out / 'report.md'}  plots: {out / 'curves.png'}")
     return 0
@@ -187,8 +247,7 @@ def example_request(cfg, index: int):
     import random
 
     from critique_rl.critics import CritiqueRequest
-    from critique_rl.tasks.arithmetic import ProblemSource
-    from critique_rl.tasks.arithmetic import wrong_attempt
+    from critique_rl.tasks.arithmetic import ProblemSource, wrong_attempt
 
     source = ProblemSource(cfg.task, cfg.seed)
     problems = source.eval_hard + source.eval_easy
@@ -347,16 +406,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the first rendered prompts, then exit")
     p.set_defaults(func=cmd_train)
 
-    p = with_config(sub.add_parser("eval", help="greedy pass@1 and pass@k of a model: the task's held-out splits, or benchmark files"))
+    p = with_config(sub.add_parser("eval", help="greedy pass@1 and pass@k of a model: named benchmarks, a dataset spec, "
+                                   "or the arithmetic task's held-out splits"))
     p.add_argument("--model", required=True, help="a model directory (a checkpoint) or hub id")
-    p.add_argument("--benchmarks", help="comma-separated shared benchmarks (math500, aime24, amc23, minerva_math, gsm8k) "
-                   "[the config's benchmarks.benchmarks; empty: the task's held-out splits]; more settings: benchmarks.* overrides")
-    p.add_argument("--out", default="eval_results", help="folder of results.md, results.json and <benchmark>.samples.jsonl [eval_results]")
+    p.add_argument("--benchmarks", help="comma-separated benchmark names (`critique-rl data list`: math500, aime24, amc23, "
+                   "minerva_math, gsm8k, olympiadbench ...) [the config's benchmarks.benchmarks]; more settings: benchmarks.* overrides")
+    p.add_argument("--dataset", metavar="SPEC.yaml", help="also evaluate any dataset: a YAML file holding one dataset spec, "
+                   "the keys of data.train (path or hub id, split, question_field, answer_from, answer_field, ...)")
+    p.add_argument("--out", default="eval_results", help="folder of results.md, results.json and <name>.samples.jsonl [eval_results]")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("data", help="the benchmarks known by name: list them, pull copies for offline use")
+    dsub = p.add_subparsers(dest="action", required=True)
+    dir_help = "the data directory [$CRITIQUE_RL_DATA, else ~/.cache/critique-rl/data]; eval reads it from benchmarks.data_root"
+    d = dsub.add_parser("list", help="every benchmark of the registry, and whether it is pulled")
+    d.add_argument("--dir", default="", help=dir_help)
+    d.set_defaults(func=cmd_data)
+    d = dsub.add_parser("pull", help="fetch benchmarks through `datasets` into the data directory, as JSONL")
+    d.add_argument("names", nargs="+", metavar="NAME", help="benchmark names, or all")
+    d.add_argument("--dir", default="", help=dir_help)
+    d.set_defaults(func=cmd_data)
+    d.add_argument("--source", default="", help="read the one NAME from this local file or folder, or hub id, instead of "
+                   "the registry's hub dataset (same field mapping), e.g. a copy made elsewhere")
+    d.add_argument("--force", action="store_true", help="pull again over an existing copy")
+
     p = sub.add_parser("report", help="plots, table and summary of one or more runs")
-    p.add_argument("runs", nargs="+")
-    p.add_argument("--out")
+    p.add_argument("runs", nargs="+", metavar="DIR", help="run directories, or folders of runs (a pipeline's --out)")
+    p.add_argument("--out", help="folder of report.md, curves.png and summary.json [the first DIR; for a folder of runs, "
+                   "DIR/report]")
     p.add_argument("-k", type=int, default=4, help="k of pass@k in the table [4]")
     p.set_defaults(func=cmd_report)
 
@@ -394,7 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="all", help="comma-separated names from compare.METHODS and critique_grpo+best [all]")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("check-config", help="validate presets or YAML files without a GPU, network or download [all presets]")
+    p = sub.add_parser("check-config", help="validate presets or YAML files without a GPU or a download: templates render, "
+                       "the first rows of every dataset map (a hub only when reachable) [all presets]")
     p.add_argument("configs", nargs="*", help="preset names or YAML paths [every preset]")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an override applied to each config (repeatable)")

@@ -1,9 +1,9 @@
 """The config reference in Markdown, generated from the dataclasses of ``critique_rl/config.py``.
 
-One table per config section (key, type, default, description), under a heading taken from the
-section's help. ``critique-rl config reference`` prints it; ``--write README.md`` replaces the
-block between the two markers below, and ``tests/test_docs.py`` fails when that block differs
-from what the schema generates.
+One table per config section (key, type with its declared range, default, description), under a
+heading taken from the section's help. ``critique-rl config reference`` prints it; ``--write
+README.md`` replaces the block between the two markers below, and ``tests/test_docs.py`` fails
+when that block differs from what the schema generates.
 
     >>> print(format_type(typing.Literal["a", "b"]), format_default(2e-4), format_default(""))
     `a` \\| `b` `0.0002` `""`
@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from critique_rl.config import Config, ConfigError
+from critique_rl.config import Config, ConfigError, value_range
 
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
@@ -69,7 +69,8 @@ def _rows(obj: Any, prefix: str) -> tuple[list[str], list[tuple[str, Any, str]]]
         if dataclasses.is_dataclass(value):
             sections.append((f"{prefix}{f.name}", value, help_text))
         else:
-            rows.append(f"| `{prefix}{f.name}` | {format_type(hints[f.name])} | {format_default(value)} | {_cell(help_text)} |")
+            kind = " ".join(filter(None, [format_type(hints[f.name]), _cell(value_range(f.metadata))]))
+            rows.append(f"| `{prefix}{f.name}` | {kind} | {format_default(value)} | {_cell(help_text)} |")
     return rows, sections
 
 

@@ -1,36 +1,76 @@
 """Real training and evaluation sets: local JSONL / JSON / Parquet files or hub datasets, read
-through HF ``datasets`` and mapped to (question, answer) by configuration, not by renaming files.
+through HF ``datasets`` (JSONL line by line, here) and mapped to (question, answer) by
+configuration, not by renaming files.
 
 Where the answer comes from is part of the spec: a field (``answer_from: field``), the last
 ``\\boxed{}`` of a solution field (``boxed``), or the text after the last ``####`` of a worked
-solution (``after_hashes``, GSM8K). A malformed row fails loudly with file, 1-based row and
-field, or is skipped and counted with ``on_bad_row: skip``.
+solution (``after_hashes``, GSM8K). An answer or solution field may hold a list (OlympiadBench's
+``final_answer: ["3"]``): one item is taken as is, several are joined. A malformed row fails
+loudly with file, 1-based row and field, or is skipped and counted with ``on_bad_row: skip``.
 
-    >>> spec = benchmark_spec("gsm8k", data_root="/data")
-    >>> spec.path, spec.question_field, spec.answer_from, spec.solution_field
-    ('/data/gsm8k/test.jsonl', 'question', 'after_hashes', 'answer')
+    >>> answer_text(["$x=1$", "$x=2$"]), solution_text(["Step 1.", "So x = 2."])
+    ('$x=1$, $x=2$', 'Step 1.\\nSo x = 2.')
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import difflib
+import functools
+import itertools
 import json
 import logging
+import os
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from critique_rl.config import DEFAULT_DATA_ROOT, DatasetSpec  # noqa: F401  (re-exported)
+from critique_rl.config import DatasetSpec  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
-# Suffix -> the `datasets` builder that reads it.
+# Suffix -> the `datasets` builder that reads it (.jsonl: only for its suffix; _jsonl_rows reads it).
 _BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# How long the hub probe waits: `datasets` itself retries an unreachable hub for ~25 s per call.
+HUB_PROBE_TIMEOUT_S = 3.0
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class DatasetError(ValueError):
     """A data file, hub dataset or row is unusable; the message names the file (and row and field)."""
+
+
+class RowError(DatasetError):
+    """One row is malformed (``on_bad_row: skip`` drops such rows); the message names file, row and field."""
+
+
+class HubUnreachable(DatasetError):
+    """A hub dataset was asked for and the hub cannot be reached (no network, or HF_HUB_OFFLINE)."""
+
+
+def clip(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` for an error message, cut after ``limit`` characters with its full length.
+
+    >>> clip("short")
+    "'short'"
+    >>> clip(list(range(100)), limit=12)
+    '[0, 1, 2, 3,... (390 characters)'
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line (runs of whitespace become one space), cut after ``limit`` characters.
+
+    >>> one_line("Traceback:\\n  File x\\n\\nValueError: bad")
+    'Traceback: File x ValueError: bad'
+    """
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass(frozen=True)
@@ -40,28 +80,6 @@ class Example:
     row: int  # 1-based row in the file, so messages and sample logs point into the source
     source: str
     extra: dict[str, Any] = field(default_factory=dict)  # the row's other fields (id, level, worked solution ...)
-
-
-BENCHMARKS: dict[str, DatasetSpec] = {
-    "gsm8k": DatasetSpec(name="gsm8k", path="gsm8k/test.jsonl", split="test",
-                         answer_from="after_hashes", solution_field="answer"),
-    "gsm8k_train": DatasetSpec(name="gsm8k_train", path="gsm8k/train.jsonl", split="train",
-                               answer_from="after_hashes", solution_field="answer"),
-    "math500": DatasetSpec(name="math500", path="benchmarks/math500/test.jsonl", split="test", question_field="problem"),
-    "aime24": DatasetSpec(name="aime24", path="benchmarks/aime24/test.jsonl", split="test", question_field="problem"),
-    "amc23": DatasetSpec(name="amc23", path="benchmarks/amc23/test.jsonl", split="test"),
-    "minerva_math": DatasetSpec(name="minerva_math", path="benchmarks/minerva_math/test.jsonl", split="test",
-                                question_field="problem", answer_from="boxed"),
-}
-"""Ready specs of the shared data sets, paths relative to a data root: use ``benchmark_spec``."""
-
-
-def benchmark_spec(name: str, data_root: str | Path = DEFAULT_DATA_ROOT) -> DatasetSpec:
-    """The preset spec ``name`` (a key of BENCHMARKS) with its path under ``data_root``."""
-    if name not in BENCHMARKS:
-        raise DatasetError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-    spec = BENCHMARKS[name]
-    return dataclasses.replace(spec, path=str(Path(data_root) / spec.path))
 
 
 def last_boxed(text: str) -> str | None:
@@ -91,19 +109,41 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def answer_text(value: Any) -> str:
-    """An answer value as text: strings stripped, integral floats without '.0'.
-
-    >>> answer_text(27.0), answer_text(0.5), answer_text(" 025 ")
-    ('27', '0.5', '025')
-    """
+def _scalar_text(value: Any) -> str:
     if isinstance(value, str):
         return value.strip()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"expected a string or a number, got {type(value).__name__} {value!r}")
+        raise TypeError(f"expected a string, a number or a list of them, got {type(value).__name__} {clip(value)}")
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def answer_text(value: Any) -> str:
+    """An answer value as text: strings stripped, integral floats without '.0', the items of a
+    list joined with ', ' (a one-item list is its item).
+
+    >>> answer_text(27.0), answer_text(0.5), answer_text(" 025 "), answer_text(["3"])
+    ('27', '0.5', '025', '3')
+    """
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("empty list: expected at least one answer")
+        return ", ".join(_scalar_text(v) for v in value)
+    return _scalar_text(value)
+
+
+def solution_text(value: Any) -> str:
+    """A worked solution as text: a string as is, the strings of a list joined with newlines."""
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("empty list: expected at least one solution")
+        if not all(isinstance(v, str) for v in value):
+            raise TypeError(f"expected a solution string or a list of strings, got a list holding {clip(value)}")
+        return "\n".join(value)
+    if not isinstance(value, str):
+        raise TypeError(f"expected a solution string or a list of strings, got {type(value).__name__} {clip(value)}")
+    return value
 
 
 def _answer(spec: DatasetSpec, row: dict[str, Any]) -> tuple[str, str]:
@@ -115,16 +155,14 @@ def _answer(spec: DatasetSpec, row: dict[str, Any]) -> tuple[str, str]:
             raise ValueError("missing or null")
         return key, answer_text(value)
     key = spec.solution_field
-    solution = row.get(key)
-    if not isinstance(solution, str):
-        raise TypeError(f"expected a solution string, got {type(solution).__name__} {solution!r}")
+    solution = solution_text(row.get(key))
     if spec.answer_from == "boxed":
         boxed = last_boxed(solution)
         if boxed is None:
-            raise ValueError("no \\boxed{...} in the solution")
+            raise ValueError(f"no \\boxed{{...}} in the solution {clip(solution)}")
         return key, boxed.strip()
     if "####" not in solution:
-        raise ValueError("no '####' in the solution")
+        raise ValueError(f"no '####' in the solution {clip(solution)}")
     return key, solution.rsplit("####", 1)[1].strip()
 
 
@@ -133,17 +171,22 @@ def _example(spec: DatasetSpec, row: dict[str, Any], number: int) -> Example:
     where = f"{spec.path}: row {number}"
     question = row.get(spec.question_field)
     if not isinstance(question, str) or not question.strip():
-        raise DatasetError(f"{where}: field {spec.question_field!r}: expected a non-empty string, got {question!r}")
+        raise RowError(f"{where}: field {spec.question_field!r}: expected a non-empty string, got {clip(question)}")
     try:
         key, answer = _answer(spec, row)
     except (TypeError, ValueError) as err:
         key = spec.answer_field if spec.answer_from == "field" else spec.solution_field
-        raise DatasetError(f"{where}: field {key!r}: {err}") from None
+        raise RowError(f"{where}: field {key!r}: {err}") from None
     if not answer:
-        raise DatasetError(f"{where}: field {key!r}: empty answer")
+        raise RowError(f"{where}: field {key!r}: empty answer")
     # A worked solution stays in extra (reference for critiques); only the fields taken verbatim leave.
     taken = (spec.question_field, spec.answer_field if spec.answer_from == "field" else None)
     extra = {k: v for k, v in row.items() if k not in taken}
+    if isinstance(extra.get(spec.solution_field), list):
+        # Critics read the worked solution as text (the reference); a list of steps becomes one text.
+        # An unusable list matters only when the answer comes from it, and _answer has checked that case.
+        with contextlib.suppress(TypeError, ValueError):
+            extra[spec.solution_field] = solution_text(extra[spec.solution_field])
     return Example(question=question, answer=answer, row=number, source=spec.name or spec.path, extra=extra)
 
 
@@ -163,74 +206,146 @@ def _is_blank(path: Path) -> bool:
     return True
 
 
-def _bad_jsonl_line(path: Path) -> str | None:
-    """'row N: ...' for the first line of a JSONL file that is not a JSON object, else None."""
+def _jsonl_rows(spec: DatasetSpec, path: Path, head: int = 0) -> tuple[list[Any], list[str]]:
+    """(rows, field names) of a JSONL file, read here rather than by `datasets` so that a line that is
+    not a JSON object is one row's fault: a RowError in its place with ``on_bad_row: skip`` (counted
+    with the other malformed rows), else raised. Rows are numbered like `datasets` numbers them
+    (blank lines are not rows) and hold every field, None where absent, as `datasets` gives them."""
+    rows: list[Any] = []
     with path.open(encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+        lines = (line for line in f if line.strip())
+        for number, line in enumerate(itertools.islice(lines, head or None), start=1):
             try:
-                value = json.loads(line)
+                value = json.loads(line.rstrip("\r\n"))  # so that err.colno is the column in the file
+                why = "" if isinstance(value, dict) else f"expected a JSON object, got {type(value).__name__}"
             except json.JSONDecodeError as err:
-                return f"row {number}: not valid JSON ({err})"
-            if not isinstance(value, dict):
-                return f"row {number}: expected a JSON object, got {type(value).__name__}"
-    return None
+                why = f"not valid JSON ({err.msg} at column {err.colno})"
+            if not why:
+                rows.append(value)
+                continue
+            bad = RowError(f"{spec.path}: row {number}: {why}")
+            if spec.on_bad_row == "error":
+                raise bad
+            rows.append(bad)
+    columns = list(dict.fromkeys(k for row in rows if isinstance(row, dict) for k in row))
+    if not columns:
+        raise DatasetError(f"{spec.path}: no line is a JSON object with fields ({len(rows)} malformed, first: {rows[0]})")
+    return [{k: row.get(k) for k in columns} if isinstance(row, dict) else row for row in rows], columns
 
 
-def _load_rows(spec: DatasetSpec):
-    """The spec's rows as a `datasets.Dataset`; clear errors for missing, unreadable or empty sources."""
+def hub_unreachable() -> str | None:
+    """Why the dataset hub cannot be reached from here, or None when it can (or when HF_HUB_OFFLINE
+    is set: then `datasets` answers at once from its local cache or with an offline error).
+
+    A TCP connect to the hub (or the HTTPS proxy) with a short timeout, once per process: without
+    it an unreachable hub costs ~25 s of `datasets` retries per dataset.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return None
+    target = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    return _unreachable(target)
+
+
+@functools.lru_cache(maxsize=None)
+def _unreachable(url: str) -> str | None:
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
+            return None
+    except OSError as err:
+        return f"cannot connect to {host}:{port}: {one_line(str(err), 120)}"
+
+
+def is_hub_id(value: str) -> bool:
+    """Whether ``value`` has the shape of a hub dataset or model id (owner/name).
+
+    >>> is_hub_id("openai/gsm8k"), is_hub_id("./data/x.jsonl"), is_hub_id("gsm8k")
+    (True, False, False)
+    """
+    return bool(HUB_ID.match(value))
+
+
+@contextlib.contextmanager
+def _quiet_local(datasets: Any, local: bool):
+    """No progress bars while a local file is read: "Generating split" for a file that takes a second
+    is noise before the one line of a result or an error. Downloads keep theirs."""
+    if not local or not datasets.is_progress_bar_enabled():
+        yield
+        return
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.enable_progress_bars()
+
+
+def load_rows(spec: DatasetSpec, head: int = 0) -> tuple[Any, list[str]]:
+    """(rows, field names) of the spec's split: a `datasets.Dataset` (a list for a JSONL file, with a
+    RowError in place of each line that is not a JSON object when ``on_bad_row`` is skip), or with
+    ``head`` > 0 a list of its first ``head`` rows, streamed (nothing else read or downloaded). Clear
+    errors for missing, unreadable or empty sources; HubUnreachable when a hub dataset cannot be fetched."""
     import datasets  # heavy import, only needed when real data is loaded
 
+    if not spec.path:
+        raise DatasetError("dataset spec has an empty path")
     path = Path(spec.path)
     builder = _BUILDERS.get(path.suffix)
+    if builder is None and not path.exists():
+        if not is_hub_id(spec.path):
+            raise DatasetError(f"{spec.path}: no such file or folder, and not a hub dataset id (owner/name); "
+                               f"a relative path is relative to the working directory {os.getcwd()}")
+        reason = hub_unreachable()
+        if reason:
+            raise HubUnreachable(f"{spec.path}: the hub is unreachable ({reason})")
     try:
         if builder is not None:
             if not path.is_file():
                 raise DatasetError(f"{spec.path}: data file does not exist")
             if _is_blank(path):
                 raise DatasetError(f"{spec.path}: file has no rows")
-            rows = datasets.load_dataset(builder, data_files={spec.split: str(path)}, split=spec.split)
+            if path.suffix == ".jsonl":
+                return _jsonl_rows(spec, path, head)
+            args, kwargs = (builder,), dict(data_files={spec.split: str(path)}, split=spec.split)
         elif path.is_file():
             raise DatasetError(f"{spec.path}: unsupported file type; expected {', '.join(_BUILDERS)}, a folder or a hub id")
         else:  # a hub id, or a local folder that `datasets` knows how to read
-            rows = datasets.load_dataset(spec.path, spec.config or None, split=spec.split)
+            args, kwargs = (spec.path, spec.config or None), dict(split=spec.split)
+        with _quiet_local(datasets, builder is not None):
+            if head:
+                rows = list(itertools.islice(datasets.load_dataset(*args, **kwargs, streaming=True), head))
+                columns = list(dict.fromkeys(k for row in rows for k in row))
+            else:
+                rows = datasets.load_dataset(*args, **kwargs)
+                columns = rows.column_names
     except DatasetError:
         raise
+    except ConnectionError as err:  # `datasets` under HF_HUB_OFFLINE without a cached copy, or a hub gone mid-way
+        raise HubUnreachable(f"{spec.path}: {one_line(str(err))}") from err  # its own text names the cause
     except Exception as err:  # noqa: BLE001 - any loader failure becomes one clear message
-        why = (_bad_jsonl_line(path) if path.suffix == ".jsonl" else None) or _root_message(err)
-        raise DatasetError(f"{spec.path}: could not load split {spec.split!r}: {why}") from err
+        raise DatasetError(f"{spec.path}: could not load split {spec.split!r}: {one_line(_root_message(err))}") from err
     if len(rows) == 0:
         raise DatasetError(f"{spec.path}: file has no rows")
-    return rows
+    return rows, columns
 
 
-def load_examples(spec: DatasetSpec) -> list[Example]:
-    """Read ``spec`` into Examples, in file order.
-
-    >>> import json, tempfile
-    >>> with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
-    ...     _ = f.write(json.dumps({"q": "1+1?", "sol": "It is \\\\boxed{2}."}) + "\\n")
-    >>> ex, = load_examples(DatasetSpec(path=f.name, question_field="q", answer_from="boxed", solution_field="sol"))
-    >>> ex.question, ex.answer, ex.row
-    ('1+1?', '2', 1)
-    """
-    if not spec.path:
-        raise DatasetError("dataset spec has an empty path")
-    rows = _load_rows(spec)
+def examples_from_rows(spec: DatasetSpec, rows: Any, columns: list[str]) -> list[Example]:
+    """``rows`` (from load_rows) mapped to Examples by ``spec``, in order."""
     needed = [spec.question_field, spec.answer_field if spec.answer_from == "field" else spec.solution_field]
     for key in needed:
-        if key not in rows.column_names:
-            close = difflib.get_close_matches(key, rows.column_names, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"fields: {', '.join(rows.column_names)}"
+        if key not in columns:
+            close = difflib.get_close_matches(key, columns, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"fields: {', '.join(columns)}"
             raise DatasetError(f"{spec.path}: no field {key!r} in any row ({hint})")
     examples, skipped, first_error = [], 0, ""
     for number, row in enumerate(rows, start=1):
         if spec.limit and len(examples) == spec.limit:
             break
         try:
+            if isinstance(row, RowError):
+                raise row
             examples.append(_example(spec, row, number))
-        except DatasetError as err:
+        except RowError as err:
             if spec.on_bad_row == "error":
                 raise
             skipped, first_error = skipped + 1, first_error or str(err)
@@ -239,3 +354,17 @@ def load_examples(spec: DatasetSpec) -> list[Example]:
     if not examples:
         raise DatasetError(f"{spec.path}: no usable rows ({skipped} malformed, first: {first_error})")
     return examples
+
+
+def load_examples(spec: DatasetSpec, head: int = 0) -> list[Example]:
+    """Read ``spec`` into Examples, in file order; with ``head`` > 0 only its first ``head`` rows,
+    streamed (how check-config looks at a large or hub dataset without downloading it).
+
+    >>> import json, tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+    ...     _ = f.write(json.dumps({"q": "1+1?", "sol": "It is \\\\boxed{2}."}) + "\\n")
+    >>> ex, = load_examples(DatasetSpec(path=f.name, question_field="q", answer_from="boxed", solution_field="sol"))
+    >>> ex.question, ex.answer, ex.row
+    ('1+1?', '2', 1)
+    """
+    return examples_from_rows(spec, *load_rows(spec, head))

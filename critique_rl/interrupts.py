@@ -1,8 +1,10 @@
-"""SIGINT/SIGTERM: finish the current step, checkpoint, exit; a second SIGINT exits at once."""
+"""Clean stops: SIGINT/SIGTERM (or an alarm set to stop the run) finish the current step, checkpoint and
+exit with a resume hint, or abandon an evaluation at once; a second SIGINT exits at once."""
 
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
 
 
 class GracefulStop:
@@ -16,6 +18,7 @@ class GracefulStop:
     def __init__(self):
         self.signal: int | None = None
         self._previous: dict[int, object] = {}
+        self._at_once = False
 
     def _handle(self, signum, frame) -> None:
         self.signal = signum
@@ -23,6 +26,8 @@ class GracefulStop:
         # SIGINT, and the second Ctrl-C must still interrupt.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if self._at_once:
+            raise KeyboardInterrupt     # what libraries (vLLM, thread pools) already treat as "abort"
         print(f"\nreceived {signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
               "(press Ctrl-C again to exit at once)", flush=True)
 
@@ -36,9 +41,22 @@ class GracefulStop:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
+    @contextmanager
+    def at_once(self):
+        """Inside, the first signal raises KeyboardInterrupt at once instead of waiting for the work to
+        finish: for work that saves nothing and that a resume redoes (an evaluation)."""
+        self._at_once = True
+        try:
+            yield
+        finally:
+            self._at_once = False
+
     @property
     def exit_code(self) -> int:
         return 128 + int(self.signal or 0)
+
+
+ALARM_EXIT_CODE = 5        # an alarm configured to stop the run (critic.alarm_fallback_stop)
 
 
 class TrainingInterrupted(Exception):

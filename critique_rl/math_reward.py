@@ -5,7 +5,9 @@ from a trainer's worker thread it raises, and a caller that swallows errors scor
 sample 0. Here its timeouts are off and verification runs in persistent worker processes
 (``critique_rl.math_verify_worker``, started with subprocess, so callers may be threads,
 daemonic pool workers or forked children). An item past ``timeout_s`` gets its worker killed
-(restarted for the next item), scores 0.0 and is counted in ``stats()``.
+(restarted for the next item), scores 0.0 and is counted in ``stats()``. One call may spend
+``step_budget_s``: items still waiting when it is spent score 0.0 unverified, so a batch of
+pathological answers costs about the budget, not ``timeout_s`` per answer over the workers.
 
     >>> math_reward(["Q"], ["... so $x = \\\\boxed{\\\\frac{3}{6}}$"], answer=["\\\\frac{1}{2}"])
     [1.0]
@@ -14,8 +16,10 @@ daemonic pool workers or forked children). An item past ``timeout_s`` gets its w
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
+import math
 import os
 import queue
 import select
@@ -38,7 +42,8 @@ class _Worker:
     def __init__(self, cfg: MathRewardConfig):
         # The worker sees the caller's sys.path, so a verifier importable here is importable there.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        cmd = [sys.executable, "-m", "critique_rl.math_verify_worker", cfg.verifier, str(cfg.worker_memory_mb)]
+        cmd = [sys.executable, "-m", "critique_rl.math_verify_worker", cfg.verifier, str(cfg.worker_memory_mb),
+               cfg.extraction]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self._buffer = b""  # stdout is read with os.read on its descriptor, so select() sees every byte
         reply = self._readline(cfg.startup_timeout_s)
@@ -83,6 +88,11 @@ class _Worker:
                 pipe.close()
 
 
+# _ask's reply for an item not started before the call's budget was spent.
+SKIPPED = "skipped"
+STATS = ("items", "correct", "timeouts", "errors", "budget_skipped", "starts", "restarts", "seconds")
+
+
 class MathVerifier:
     """Verifies (gold, prediction) pairs in worker processes, started on first use.
 
@@ -91,43 +101,53 @@ class MathVerifier:
 
     def __init__(self, cfg: MathRewardConfig | None = None):
         self.cfg = cfg or MathRewardConfig()
-        if self.cfg.workers < 1 or self.cfg.timeout_s <= 0:
-            raise ValueError(f"math reward needs workers >= 1 and timeout_s > 0, got {self.cfg}")
         self._counts: Counter[str] = Counter()
         self._reset()
 
     def _reset(self) -> None:
         self._lock = threading.Lock()  # a fresh one: a fork may copy it held
-        # Idle slots; None means "no process yet", so workers start only when needed.
+        # Idle slots: None (no process yet, started when needed) or a worker, dead once killed.
         self._idle: queue.Queue[_Worker | None] = queue.Queue()
         for _ in range(self.cfg.workers):
             self._idle.put(None)
         self._pid = os.getpid()
 
-    def _count(self, key: str) -> None:
+    def _count(self, key: str, amount: float = 1) -> None:
         with self._lock:
-            self._counts[key] += 1
+            self._counts[key] += amount
 
-    def stats(self) -> dict[str, int]:
-        """Counts so far: items, correct, timeouts, errors (the verifier raised or its process died), starts."""
+    def stats(self) -> dict[str, float]:
+        """Totals so far: items scored, correct, timeouts, errors (the verifier raised or its process
+        died), budget_skipped (scored 0.0 unverified), process starts, restarts (starts replacing a
+        killed process) and seconds spent in ``verify``."""
         with self._lock:
-            return {k: self._counts[k] for k in ("items", "correct", "timeouts", "errors", "starts")}
+            return {k: self._counts[k] for k in STATS}
 
-    def _verify_one(self, gold: str, prediction: str) -> float:
+    def _ask(self, gold: str, prediction: str, deadline: float) -> str | None:
+        """The worker's reply; None on timeout, SKIPPED when the deadline has passed before the start."""
         worker = self._idle.get()
         try:
-            if worker is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return SKIPPED
+            if worker is None or worker.proc.poll() is not None:
+                restart = worker is not None
                 worker = _Worker(self.cfg)
                 self._count("starts")
-            reply = worker.ask(gold, prediction, self.cfg.timeout_s)
+                self._count("restarts", restart)
+            # Measured before the start: starting a process is not the item's time.
+            return worker.ask(gold, prediction, min(self.cfg.timeout_s, remaining))
         finally:
-            # A killed process leaves a fresh slot; the next item starts a new one.
-            self._idle.put(worker if worker is not None and worker.proc.poll() is None else None)
+            self._idle.put(worker)
+
+    def _score(self, reply: str | None, prediction: str) -> float:
         self._count("items")
+        if reply == SKIPPED:
+            self._count("budget_skipped")
+            return 0.0
         if reply is None:
             self._count("timeouts")
-            logger.warning("math verification timed out after %.1fs; scored 0.0 (prediction starts %r)",
-                           self.cfg.timeout_s, prediction[:200])
+            logger.warning("math verification timed out; scored 0.0 (prediction starts %r)", prediction[:200])
             return 0.0
         if not reply or reply.startswith("!"):
             self._count("errors")
@@ -143,8 +163,16 @@ class MathVerifier:
             raise ValueError(f"{len(golds)} gold answers for {len(predictions)} predictions")
         if os.getpid() != self._pid:  # forked: the inherited pipes belong to the parent's workers
             self._reset()
+        start = time.monotonic()
+        deadline = start + self.cfg.step_budget_s if self.cfg.step_budget_s else math.inf
         with ThreadPoolExecutor(self.cfg.workers) as pool:
-            return list(pool.map(self._verify_one, map(str, golds), predictions))
+            replies = list(pool.map(self._ask, map(str, golds), predictions, itertools.repeat(deadline)))
+        scores = [self._score(reply, prediction) for reply, prediction in zip(replies, predictions)]
+        if SKIPPED in replies:
+            logger.warning("math verification budget (verifier.step_budget_s = %gs) spent: %d of %d items scored "
+                           "0.0 unverified", self.cfg.step_budget_s, replies.count(SKIPPED), len(replies))
+        self._count("seconds", time.monotonic() - start)
+        return scores
 
     def close(self) -> None:
         """Stop the worker processes (they also exit on their own when this process ends)."""

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from critique_rl import tracking
+from critique_rl.checkpoint import CheckpointError, what_is_intact
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -26,6 +27,10 @@ def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+class LogWriteError(CheckpointError):
+    """A log of the run could not be written (e.g. the disk is full); it exits like a failed checkpoint."""
 
 
 class MetricsLogger:
@@ -49,13 +54,33 @@ class MetricsLogger:
 
     def log(self, metrics: dict) -> None:
         row = {k: _clean(v) for k, v in metrics.items()}
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        self._append(self.metrics_path, metrics.get("step"), [row])
         self._fan_out(row)
 
     def log_final(self, final: dict) -> None:
-        """The final evaluation (final_eval.json) to the backends, at its step."""
+        """The final evaluation: final_eval.json, and to the backends at its step."""
+        path = self.run_dir / "final_eval.json"
+        try:
+            write_atomic(path, json.dumps(final, indent=2))
+        except OSError as err:
+            raise LogWriteError(f"could not write {path}: {err}; {what_is_intact(self.run_dir)}") from None
         self._fan_out({k: _clean(v) for k, v in final.items()})
+
+    def _append(self, path: Path, step, records: list[dict]) -> None:
+        """Append ``records`` as JSON lines; on a write error (a full disk) the file is cut back to
+        its old length, so that no torn line is left for readers, and LogWriteError is raised."""
+        data = memoryview("".join(json.dumps(r) + "\n" for r in records).encode())
+        try:
+            with path.open("ab", buffering=0) as f:      # unbuffered: the error comes from this write
+                start = f.tell()
+                try:
+                    while data:
+                        data = data[f.write(data):]
+                except OSError:
+                    f.truncate(start)     # needs no space
+                    raise
+        except OSError as err:
+            raise LogWriteError(f"could not append step {step} to {path}: {err}; {what_is_intact(self.run_dir)}") from None
 
     def _fan_out(self, row: dict) -> None:
         if self.cfg is None or row.get("step") is None:
@@ -78,9 +103,7 @@ class MetricsLogger:
         self.trackers = None
 
     def samples(self, step: int, groups: list[dict]) -> None:
-        with self.samples_path.open("a") as f:
-            for i, g in enumerate(groups):
-                f.write(json.dumps({"step": step, "prompt": i, **g}) + "\n")
+        self._append(self.samples_path, step, [{"step": step, "prompt": i, **g} for i, g in enumerate(groups)])
 
     def truncate_after(self, step: int) -> None:
         """Drop records of steps after ``step`` (a resumed run redoes them), and a line torn by a crash."""
@@ -119,6 +142,8 @@ def one_line_summary(m: dict) -> str:
     parts += [f"all-fail {m['frac_all_fail']:.2f}", f"H {m['entropy']:.3f}"]
     if "refine/success_rate" in m:
         parts.append(f"refine ok {m['refine/success_rate']:.2f} rescued {int(m['refine/groups_rescued'])}")
+    if "critic/fallbacks" in m:     # model critics: a dead critic must not pass for a useless refinement
+        parts.append(f"fallback {int(m['critic/fallbacks'])}/{int(m['refine/critiques'])}")
     evals = [(k[len("eval/"):-len("_pass1")], v) for k, v in m.items() if k.startswith("eval/") and k.endswith("_pass1")]
     if evals:
         parts.append("eval " + " ".join(f"{name} {v:.2f}" for name, v in evals))

@@ -7,6 +7,7 @@ The embedded default is a tiny Qwen2 (~1M parameters) over a character vocabular
 
 from __future__ import annotations
 
+import difflib
 import os
 import string
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedTokenizerFast,
@@ -80,21 +82,101 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_policy(path: str | Path, cfg: ModelConfig):
-    """Load (model, tokenizer) from a directory or hub id, with a clear error when absent."""
-    path = str(path)
-    if not path:
-        raise ValueError("model.name_or_path is empty: run `critique-rl warmstart` first or point it at a model")
-    looks_local = path.startswith((".", "/", "~")) or Path(path).exists()
-    if looks_local and not (Path(path).expanduser() / "config.json").is_file():
-        raise FileNotFoundError(f"model.name_or_path {path!r}: no config.json there; expected a directory written by save_pretrained")
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+class ModelLoadError(ValueError):
+    """A model directory or hub id that does not load; the message is one line naming the setting."""
+
+
+# A hub id ending like a file is a path typed without its folder: `model.safetensors`, `ws/config.json`.
+FILE_SUFFIXES = {".json", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".yaml", ".yml"}
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """Whether ``name`` has the shape of a hub model id (``name`` or ``owner/name``), not of a path.
+
+    >>> [looks_like_hub_id(n) for n in ("Qwen/Qwen2.5-7B", "gpt2", "runs/typo/warmstart", "./ws", "~/ws", "ws/")]
+    [True, True, False, False, False, False]
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return Path(name).suffix.lower() not in FILE_SUFFIXES
+
+
+def _whereabouts(name: str) -> str:
+    """Where the missing path ``name`` resolved to, and the nearest folder that exists (typos show there)."""
+    path = Path(name).expanduser().absolute()
+    nearest = next(p for p in path.parents if p.is_dir())
+    missing = path.relative_to(nearest).parts[0]
+    close = difflib.get_close_matches(missing, [c.name for c in nearest.iterdir() if c.is_dir()], n=3, cutoff=0.6)
+    where = "" if str(path) == name else f" {path}"
+    similar = f"; similar there: {', '.join(close)}" if close else ""
+    return f"no such directory{where} (nearest existing folder: {nearest}{similar})"
+
+
+def check_model_source(name: str, what: str = "model.name_or_path") -> dict:
+    """``from_pretrained`` options for ``name``, after failing at once when it cannot load.
+
+    An existing directory needs its config.json; a missing path-like name is an error without any
+    hub request. A hub id is loaded from the hub when a probe reaches it, else from the local cache
+    only: an unreachable hub otherwise costs ~45 s of retries before the same failure.
+    """
+    from critique_rl.datasets_io import hub_unreachable
+
+    if not name:
+        raise ModelLoadError(f"{what} is empty: run `critique-rl warmstart` first or point it at a model")
+    local = Path(name).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelLoadError(f"{what} {name!r}: no config.json there; expected a directory written by save_pretrained")
+        return {}
+    if not looks_like_hub_id(name):
+        raise ModelLoadError(f"{what} {name!r}: {_whereabouts(name)}")
+    return {"local_files_only": True} if hub_unreachable() else {}
+
+
+def _load_error(name: str, what: str, options: dict, err: Exception) -> ModelLoadError:
+    """A failed ``from_pretrained`` in one line: of a local directory, from the cache only, or from the hub."""
+    from critique_rl.datasets_io import hub_unreachable, one_line
+
+    if Path(name).expanduser().exists():
+        return ModelLoadError(f"{what} {name!r} cannot be loaded: {one_line(str(err))}")
+    if options.get("local_files_only"):
+        return ModelLoadError(f"{what} {name!r}: {_whereabouts(name)}, not in the local hub cache, and the hub is "
+                              f"unreachable ({hub_unreachable()})")
+    return ModelLoadError(f"{what} {name!r}: {_whereabouts(name)}, and loading it from the hub failed: {one_line(str(err))}")
+
+
+def load_tokenizer(path: str | Path, cfg: ModelConfig, what: str = "model.name_or_path"):
+    """The tokenizer of a directory or hub id, its model config checked too (no weights: a dry run).
+
+    Every failure is a ModelLoadError of one line naming ``what`` (the setting or option given)."""
+    name = str(path)
+    options = check_model_source(name, what)
+    try:
+        AutoConfig.from_pretrained(name, trust_remote_code=cfg.trust_remote_code, **options)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.trust_remote_code, **options)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, what, options, err) from None
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(path: str | Path, cfg: ModelConfig, what: str = "model.name_or_path"):
+    """Load (model, tokenizer) from a directory or hub id; failures as in ``load_tokenizer``."""
+    name = str(path)
+    tokenizer = load_tokenizer(name, cfg, what)
+    options = check_model_source(name, what)      # as for the tokenizer: the hub probe is cached
     extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=getattr(torch, cfg.torch_dtype), trust_remote_code=cfg.trust_remote_code, **extra)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=getattr(torch, cfg.torch_dtype), trust_remote_code=cfg.trust_remote_code, **options, **extra)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, what, options, err) from None
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora_r > 0:

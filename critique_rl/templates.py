@@ -2,7 +2,8 @@
 
 Values (questions, attempts, critiques) are inserted as data, never evaluated as template
 code, so an attempt containing ``{{ x }}`` appears literally. A missing variable, a syntax
-error or an unsafe attribute access stops with the template's path, line and the cause.
+error, an unsafe attribute access or any error of the template's code (``{{ 1/0 }}``, a missing
+``{% include %}``, ``range(10**7)``) stops with one line: the template's path, line and the cause.
 
     >>> t = load_template("arithmetic/solve.jinja")
     >>> t.render(question="1+2+3")
@@ -51,15 +52,15 @@ def _environment(directory: Path) -> SandboxedEnvironment:
     )
 
 
-def _template_line(path: Path) -> int | None:
-    """The template line where the exception being handled was raised (Jinja rewrites tracebacks)."""
-    tb = sys.exc_info()[2]
-    line = None
+def _where(path: Path) -> str:
+    """``file:line`` of the template code that raised the exception being handled: the innermost
+    frame Jinja rewrote to point into a template (an included one, too), else ``path``."""
+    tb, where = sys.exc_info()[2], str(path)
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == str(path):
-            line = tb.tb_lineno
+        if "__jinja_exception__" in tb.tb_frame.f_globals:     # jinja2.debug.fake_traceback's frames
+            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
         tb = tb.tb_next
-    return line
+    return where
 
 
 class PromptTemplate:
@@ -87,10 +88,16 @@ class PromptTemplate:
         try:
             return self._template.render(**values)
         except SecurityError as err:
-            raise TemplateError(f"{self.path}:{_template_line(self.path)}: unsafe operation refused by the sandbox: {err}") from None
+            raise TemplateError(f"{_where(self.path)}: unsafe operation refused by the sandbox: {err}") from None
         except jinja2.UndefinedError as err:
-            raise TemplateError(f"{self.path}:{_template_line(self.path)}: undefined value: {err.message}; "
+            raise TemplateError(f"{_where(self.path)}: undefined value: {err.message}; "
                                 f"this template receives: {', '.join(sorted(values))}") from None
+        except jinja2.TemplateSyntaxError as err:        # in a template included at render time
+            raise TemplateError(f"{err.filename}:{err.lineno}: template syntax error: {err.message}") from None
+        except jinja2.TemplateNotFound as err:
+            raise TemplateError(f"{_where(self.path)}: template {err.name!r} not found in {self.path.parent}") from None
+        except Exception as err:  # noqa: BLE001 - whatever template code raises ({{ 1/0 }}, range(10**7)) is its error
+            raise TemplateError(f"{_where(self.path)}: {type(err).__name__}: {' '.join(str(err).split())}") from None
 
     def __repr__(self) -> str:
         return f"PromptTemplate({str(self.path)!r})"

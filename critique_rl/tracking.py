@@ -19,9 +19,8 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
-from critique_rl.config import ConfigError
+from critique_rl.config import ConfigError, flatten
 from critique_rl.interrupts import TrainingInterrupted
 
 # backend -> modules it imports, its own library first.
@@ -60,17 +59,6 @@ def numeric(metrics: dict) -> dict[str, float]:
     """The finite numbers of a row, without ``step``: what every backend plots."""
     return {k: float(v) for k, v in metrics.items()
             if k != "step" and isinstance(v, (int, float)) and math.isfinite(v)}
-
-
-def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested config sections as dotted keys, e.g. {"train.steps": 150}."""
-    out = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def exit_status(error: BaseException | None) -> tuple[str, int]:

@@ -7,8 +7,8 @@ Read ``Trainer.step`` top to bottom; the math lives in ``algos`` and the choices
 from __future__ import annotations
 
 import copy
-import json
 import random
+import sys
 import time
 import threading
 from typing import Callable
@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from critique_rl import algos
-from critique_rl.alarms import AlarmSettings, check_alarms
+from critique_rl.alarms import AlarmSettings, check_alarms, fallback_streak
 from critique_rl.alarms import describe as describe_alarm
 from critique_rl.batching import (
     pad_sequences,
@@ -30,6 +30,7 @@ from critique_rl.batching import (
 from critique_rl.checkpoint import (
     latest_checkpoint,
     restore_rng,
+    resume_point,
     rng_state,
     save_checkpoint,
 )
@@ -37,7 +38,7 @@ from critique_rl.config import Config, ConfigError
 from critique_rl.critics import CritiqueRequest, build_critic
 from critique_rl.distributed import Distributed
 from critique_rl.evaluate import greedy_pass1, sampled_pass_at_k
-from critique_rl.interrupts import GracefulStop, NonFiniteLoss, TrainingInterrupted
+from critique_rl.interrupts import ALARM_EXIT_CODE, GracefulStop, NonFiniteLoss, TrainingInterrupted
 from critique_rl.metrics import MetricsLogger, one_line_summary
 from critique_rl.modeling import load_policy, load_trained_weights
 from critique_rl.refine import (
@@ -97,8 +98,10 @@ class Trainer:
         self.previous_entropy: float | None = None   # for entropy/delta, the change this step caused
         self.bad_steps = 0
         self.zero_std_streak = 0
+        self.fallback_streak = 0
         t = cfg.train
-        self.alarm_settings = AlarmSettings(t.alarm_truncation_ratio, t.alarm_zero_std_patience, t.entropy_min, t.entropy_max)
+        self.alarm_settings = AlarmSettings(t.alarm_truncation_ratio, t.alarm_zero_std_patience, t.entropy_min, t.entropy_max,
+                                            cfg.critic.alarm_fallback_share, cfg.critic.alarm_fallback_patience)
         # Each process chooses refinements for its own groups; the first keeps a single process's stream.
         self.rng = random.Random(f"{cfg.seed}/refine" + (f"/{self.dist.rank}" if self.dist.rank else ""))
         self.minibatch_rng = random.Random(f"{cfg.seed}/minibatch")    # the same in every process
@@ -214,18 +217,20 @@ class Trainer:
             if any(refine_rewards[js[c]] > 0 for c in chosen) and all(r <= 0 for r in rewards[g]):
                 rescued += 1
             records[g]["refinements"] = [
-                {"attempt_index": targets[j][1], "critique": critiques[j].text, "text": refinements[j].text,
+                {"attempt_index": targets[j][1], "critique": critiques[j].text,
+                 "critique_fallback": critiques[j].provenance.get("fallback"), "text": refinements[j].text,
                  "reward": refine_rewards[j], "chosen": k in chosen, "member": member_of.get(k)}
                 for k, j in enumerate(js)]
         metrics = {
             "refine/triggered_groups": float(len(triggered)),
             "refine/critiques": float(len(targets) + too_long),
             "refine/too_long": float(too_long),
-            "refine/success_rate": sum(refine_rewards) / len(refine_rewards) if refine_rewards else 0.0,
             "refine/groups_rescued": float(rescued),
             "refine/added": float(len(members)),
             **self.critic.metrics(),
         }
+        if refine_rewards:      # a step without refinements has no success rate (not 0: that read as a collapse)
+            metrics["refine/success_rate"] = sum(refine_rewards) / len(refine_rewards)
         return members, metrics
 
     def critic_reference(self, problem) -> str:
@@ -499,52 +504,80 @@ class Trainer:
 
     def _train(self) -> dict[str, float]:
         cfg = self.cfg
-        if self.step_index == 0:
-            step0 = {"step": 0, **self.evaluate()}
-            if self.dist.is_main:
-                self.logger.log(step0)
-        bar = tqdm(total=cfg.train.steps, initial=self.step_index, desc=f"{cfg.method}", disable=None if self.show_progress else True,
-                   mininterval=2.0)
         with GracefulStop() as stop:
+            if self.step_index == 0:
+                step0 = {"step": 0, **self.evaluate_or_stop(stop), **self.dist.sum_metrics(self.task.metrics())}
+                if self.dist.is_main:
+                    self.logger.log(step0)
+            bar = tqdm(total=cfg.train.steps, initial=self.step_index, desc=f"{cfg.method}",
+                       disable=None if self.show_progress else True, mininterval=2.0)
             while self.step_index < cfg.train.steps:
                 t = time.perf_counter()
                 metrics = self.step()
                 metrics["time/step"] = time.perf_counter() - t
                 if cfg.eval.every and self.step_index % cfg.eval.every == 0:
                     metrics.update(self.evaluate())
+                metrics.update(self.dist.sum_metrics(self.task.metrics()))     # this step's verifier/* counters
                 metrics["step"] = self.step_index
-                self.watch(metrics)
+                halt = self.watch(metrics)
                 if self.dist.is_main:
                     self.logger.log(metrics)
                 bar.update(1)
                 if self.show_progress:
                     bar.write(one_line_summary(metrics))
-                if self.step_index % cfg.train.save_every == 0 or self.step_index == cfg.train.steps or stop.signal:
+                if self.step_index % cfg.train.save_every == 0 or self.step_index == cfg.train.steps or stop.signal or halt:
                     self.save()
                 if stop.signal:
                     raise TrainingInterrupted(
                         f"stopped after step {self.step_index}; checkpoint saved. Resume with: "
                         f"critique-rl train --resume {self.run_dir}", stop.exit_code)
+                if halt:
+                    raise TrainingInterrupted(
+                        f"stopped after step {self.step_index}: {halt}; checkpoint saved. Resume with: "
+                        f"critique-rl train --resume {self.run_dir}", ALARM_EXIT_CODE)
                 if self.bad_steps >= cfg.train.max_bad_steps:
                     raise NonFiniteLoss(
                         f"{self.bad_steps} steps in a row (up to step {self.step_index}) had a NaN or inf loss or "
                         f"gradient and were skipped (train.max_bad_steps = {cfg.train.max_bad_steps}); lower "
                         f"train.learning_rate or check the reward, and {self.recovery_hint()}")
-        bar.close()
-        final = {**self.evaluate(final=True), "step": self.step_index}
-        if self.dist.is_main:
-            (self.run_dir / "final_eval.json").write_text(json.dumps(final, indent=2))
+            bar.close()
+            final = {**self.evaluate_or_stop(stop, final=True), "step": self.step_index}
         return final
 
-    def watch(self, metrics: dict) -> None:
-        """Count skipped non-finite steps and raise the silent-failure alarms, in the log and the metrics."""
+    def evaluate_or_stop(self, stop: GracefulStop, final: bool = False) -> dict[str, float]:
+        """The evaluation before step 1 or the final one, abandoned at once by SIGINT/SIGTERM: a resume
+        redoes it (the last checkpoint is written before the final one). TrainingInterrupted says how."""
+        name, saved = ((f"final evaluation after step {self.step_index}", "checkpoint saved") if final
+                       else ("evaluation before step 1", "nothing to save yet"))
+        if self.show_progress:
+            tqdm.write(name)
+        try:
+            if stop.signal is None:
+                with stop.at_once():
+                    return self.evaluate(final)
+        except KeyboardInterrupt:
+            if stop.signal is None:     # a KeyboardInterrupt of another origin
+                raise
+        raise TrainingInterrupted(f"stopped during the {name}; {saved}. Resume with: critique-rl train --resume {self.run_dir}",
+                                  stop.exit_code)
+
+    def watch(self, metrics: dict) -> str | None:
+        """Count skipped non-finite steps and raise the silent-failure alarms, in the log and the metrics.
+
+        Returns why the run must stop (an alarm configured to stop it), else None."""
         self.bad_steps = self.bad_steps + 1 if metrics["train/skipped_nonfinite"] else 0
         if self.bad_steps:
             tqdm.write(f"warning: step {metrics['step']}: non-finite loss or gradient, optimizer step skipped")
         self.zero_std_streak = self.zero_std_streak + 1 if metrics["frac_reward_zero_std"] >= 1.0 else 0
-        for name in check_alarms(metrics, self.zero_std_streak, self.alarm_settings):
+        self.fallback_streak = fallback_streak(metrics, self.fallback_streak, self.alarm_settings)
+        halt = None
+        for name in check_alarms(metrics, self.zero_std_streak, self.alarm_settings, self.fallback_streak):
             metrics[f"alarm/{name}"] = 1.0
-            tqdm.write(f"warning: step {metrics['step']}: {describe_alarm(name, metrics, self.alarm_settings)}")
+            message = describe_alarm(name, metrics, self.alarm_settings)
+            tqdm.write(f"warning: step {metrics['step']}: {message}")
+            if name == "critic_fallbacks" and self.cfg.critic.alarm_fallback_stop:
+                halt = f"alarm {name} (critic.alarm_fallback_stop): {message}"
+        return halt
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
@@ -552,7 +585,7 @@ class Trainer:
                  "rng": rng_state(), "refine_rng": self.rng.getstate(), "minibatch_rng": self.minibatch_rng.getstate(),
                  "previous_entropy": self.previous_entropy,
                  "loss_generator": self.loss_generator.get_state(), "bad_steps": self.bad_steps,
-                 "zero_std_streak": self.zero_std_streak}
+                 "zero_std_streak": self.zero_std_streak, "fallback_streak": self.fallback_streak}
         if not self.dist.is_main:       # the processes hold the same weights; one writes them
             return self.run_dir / "checkpoints"
         return save_checkpoint(self.run_dir, self.step_index, self.model, self.tokenizer, state, self.cfg.train.keep_last)
@@ -566,10 +599,13 @@ class Trainer:
     def resume(self) -> int:
         """Continue from the newest complete checkpoint; returns its step.
 
+        Newer broken checkpoints are passed over with a warning; CheckpointError when all are broken.
         A run stopped before its first checkpoint starts over (returns 0): its log is dropped, so the
         run directory never blocks both ``--resume`` and a new ``--out``.
         """
-        path = latest_checkpoint(self.run_dir)
+        path, warning = resume_point(self.run_dir)
+        if warning and self.dist.is_main:
+            print(warning, file=sys.stderr, flush=True)
         if path is None:
             if self.dist.is_main:
                 self.logger.truncate_after(-1)
@@ -586,6 +622,7 @@ class Trainer:
         # Streaks spanning the interruption still stop the run and raise the alarm at the same step.
         self.bad_steps = state.get("bad_steps", 0)
         self.zero_std_streak = state.get("zero_std_streak", 0)
+        self.fallback_streak = state.get("fallback_streak", 0)
         self.loss_generator.set_state(state["loss_generator"])
         restore_rng(state["rng"])
         if self.dist.rank:      # the checkpoint holds the first process's streams; the others must differ

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real public data beside the repository (../shared/data), never copied in;
+"""Shared fixtures: the real public data beside the repository (../shared/data, a local stand-in for
+the hub: its files have the hub datasets' fields, at the places pulled copies have), never copied in;
 a tiny random policy saved like a hub model, and short training runs from it; a tiny warm-started
 policy and the real command line in subprocesses, for the reliability tests."""
 
@@ -22,9 +23,11 @@ SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared data folder; tests that need it skip when the repository has no ../shared beside it."""
+    """The shared data folder, laid out as a data directory of pulled benchmarks (data/benchmarks.yaml);
+    tests that need it skip when the repository has no ../shared beside it."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA} (expected ../shared/data beside the repository)")
+        pytest.skip(f"../shared/data stands in for the dataset hub in this test (real benchmark files, the same "
+                    f"loading code) and is absent: no {SHARED_DATA}")
     return SHARED_DATA
 
 
@@ -139,6 +142,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def no_hub(monkeypatch) -> Iterator[int]:
+    """A dataset hub that refuses connections (HF_ENDPOINT at a closed local port), probed afresh; the port."""
+    from critique_rl import datasets_io
+
+    for name in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    port = free_port()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    datasets_io._unreachable.cache_clear()
+    yield port
+    datasets_io._unreachable.cache_clear()
 
 
 @contextmanager

@@ -57,3 +57,12 @@ def test_bench_step_reports_the_phase_times_and_ratios(warm_policy):
 def test_bench_overlap_measures_both_settings_against_the_stub_critic(warm_policy):
     r = run("bench_overlap.py", "--model", str(warm_policy), "--steps", "1", "--warmup", "0", "--latency", "0.01")
     assert r["ratio_overlap_over_sequential"] > 0 and r["critique_s_sequential"] > 0
+
+
+def test_bench_eval_memory_evaluates_long_prompts_and_reports_peak_memory(warm_policy):
+    r = run("bench_eval_memory.py", "--problems", "5", "--max-chars", "900", "--model", str(warm_policy),
+            "benchmarks.num_samples=2")
+    assert r["problems"] == 5 and r["samples"] == 5 * (1 + 2)                 # greedy + 2 samples each
+    assert r["prompts_cut_first_call"] == 5 and r["prompt_limit_tokens"] == 256 - 48      # every prompt exceeds the context
+    assert r["sum_of_process_peaks_mb"] >= r["peak_rss_mb"] > 0 and r["processes"] >= 2 and r["wall_s"] > 0
+    assert r["results"][0]["problems"] == 5

@@ -11,8 +11,10 @@ from critique_rl.benchmark_eval import (
     evaluate_benchmark,
     evaluate_benchmarks,
     format_table,
+    load_eval_sets,
 )
-from critique_rl.datasets_io import Example, benchmark_spec, load_examples
+from critique_rl.benchmark_data import benchmark_spec
+from critique_rl.datasets_io import DatasetError, DatasetSpec, Example, load_examples
 from critique_rl.math_reward import math_reward
 
 PREFIX = "Solve and put the final answer in \\boxed{}.\n"
@@ -41,7 +43,7 @@ def test_metrics_and_samples_on_real_rows(shared_data, tmp_path):
              for ex in load_examples(dataclasses.replace(benchmark_spec(name, shared_data), limit=4))}
     # Problems 1-4 of each benchmark: greedy right on 1 and 3; sampled right 4, 2, 1 and 0 times of 4.
     greedy, sample = FixedGenerator(golds, [1, 0, 1, 0]), FixedGenerator(golds, [4, 2, 1, 0])
-    rows = evaluate_benchmarks(cfg, tmp_path, render=render, reward=math_reward,
+    rows = evaluate_benchmarks(load_eval_sets(cfg), cfg, tmp_path, render=render, reward=math_reward,
                                greedy_generate=greedy, sample_generate=sample)
     # mean@4 = 7/16; pass@2 = (1 + (1 - C(2,2)/C(4,2)) + (1 - C(3,2)/C(4,2)) + 0) / 4 = (1 + 5/6 + 1/2) / 4;
     # pass@4 = 3 of 4 problems with a correct sample
@@ -90,3 +92,19 @@ def test_wrong_generator_output_and_missing_generator_fail(tmp_path):
         evaluate_benchmark("tiny", EXAMPLES, cfg, sample_generate=lambda p, n: [["a"] * 3, ["b"] * 2], **common)
     with pytest.raises(ValueError, match="no examples"):
         evaluate_benchmark("tiny", [], cfg, **common)
+
+
+def test_eval_sets_take_dataset_specs_beside_benchmarks(shared_data, tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"q": f"{i}+{i}?", "a": [str(2 * i)]}) + "\n" for i in range(1, 6)))
+    cfg = BenchmarkEvalConfig(benchmarks="amc23", data_root=str(shared_data), limit=3)
+    mine = DatasetSpec(name="mine v2", path=str(path), question_field="q", answer_field="a")
+    sets = load_eval_sets(cfg, [mine])
+    assert {name: len(examples) for name, examples in sets.items()} == {"amc23": 3, "mine v2": 3}  # cfg.limit caps both
+    assert [ex.answer for ex in sets["mine v2"]] == ["2", "4", "6"]
+    rows = evaluate_benchmarks(sets, dataclasses.replace(cfg, num_samples=0), tmp_path, render=render, reward=math_reward,
+                               greedy_generate=lambda prompts, n: [["\\boxed{4}"] for _ in prompts])
+    assert [(r["benchmark"], r["greedy_pass@1"]) for r in rows] == [("amc23", 0.0), ("mine v2", pytest.approx(1 / 3))]
+    assert (tmp_path / "mine_v2.samples.jsonl").is_file()  # the name made safe as a file name
+    with pytest.raises(DatasetError, match="two evaluation sets are named 'amc23'; give the dataset spec another name"):
+        load_eval_sets(cfg, [dataclasses.replace(mine, name="amc23")])

@@ -39,3 +39,66 @@ def test_malformed_yaml_and_missing_file(tmp_path):
 def test_every_field_is_documented():
     rows = describe(load_config("toy"))
     assert len(rows) > 50 and all(help_text.strip() for *_, help_text in rows)
+
+
+def _numeric_fields(cls=None, prefix=""):
+    """(dotted key, field) of every int and float field of the config schema, data.train included."""
+    import dataclasses
+    import typing
+
+    from critique_rl.config import Config
+
+    cls = cls or Config
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _numeric_fields(hints[f.name], f"{prefix}{f.name}.")
+        elif hints[f.name] in (int, float):
+            yield f"{prefix}{f.name}", f
+
+
+def test_every_numeric_field_declares_a_range_its_default_is_in():
+    from critique_rl.config import BOUNDS, value_range
+
+    fields = dict(_numeric_fields())
+    assert len(fields) > 100
+    assert [key for key, f in fields.items() if not value_range(f.metadata)] == []
+    for key, f in fields.items():
+        assert all(ok(f.default, f.metadata[name]) for name, (_, ok) in BOUNDS.items() if name in f.metadata), key
+
+
+@pytest.mark.parametrize("override, message", [
+    ("critic.timeout_s=-1", "critic.timeout_s = -1.0; expected > 0"),
+    ("critic.deadline_s=0", "critic.deadline_s = 0.0; expected > 0"),
+    ("critic.max_retries=-1", "critic.max_retries = -1; expected >= 0"),
+    ("rollout.top_p=1.5", "rollout.top_p = 1.5; expected in (0, 1]"),
+    ("critic.alarm_fallback_share=1", "critic.alarm_fallback_share = 1.0; expected in [0, 1)"),
+    ("loss.gppo_dual_clip=1", "loss.gppo_dual_clip = 1.0; expected > 1"),
+    ("data.train.limit=-3", "data.train.limit = -3; expected >= 0"),
+    ("verifier.workers=0", "verifier.workers = 0; expected >= 1"),
+])
+def test_a_value_out_of_its_declared_range_is_refused(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config("toy", [override])
+    assert str(err.value) == f"override {override!r}: {message}"
+
+
+def test_ranges_hold_in_yaml_files_and_dataset_specs(tmp_path):
+    from critique_rl.config import load_dataset_spec
+
+    path = tmp_path / "c.yaml"
+    path.write_text("inherit: tiny\nrollout:\n  num_generations: 0\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: rollout.num_generations = 0; expected >= 1$"):
+        load_config(str(path))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("path: d.jsonl\nlimit: -1\n")
+    with pytest.raises(ConfigError, match=rf"^{spec}: limit = -1; expected >= 0$"):
+        load_dataset_spec(str(spec))
+
+
+def test_cross_field_checks_remain():
+    with pytest.raises(ConfigError, match=r"rollout.num_generations must be >= 2 for GRPO"):
+        load_config("toy", ["method=grpo", "rollout.num_generations=1"])
+    assert load_config("toy", ["method=critique_grpo", "rollout.num_generations=1"]).rollout.num_generations == 1
+    with pytest.raises(ConfigError, match=r"task.max_operand \(5\) must be >= task.min_operand \(10\)"):
+        load_config("toy", ["task.max_operand=5"])

@@ -52,7 +52,7 @@ def test_disagreeing_verdict_is_regenerated_then_replaced_by_the_fallback(openai
         critic = openai_critic(server.base_url, "critic.max_verdict_retries=2")
         [c] = critic.critique([WRONG])
         metrics = critic.metrics()
-    assert c.text == "verdict: wrong. the answer is 47" and c.provenance["fallback"] == "verdict disagrees with the verifier"
+    assert c.text == "verdict: wrong. the answer is 47" and c.provenance["fallback"] == "verdict_disagrees"
     assert counts(metrics) == (3, 0, 0, 1) and metrics["critic/verdict_retries"] == 2
 
 
@@ -71,9 +71,23 @@ def test_output_without_verdict_falls_back_at_once(openai_critic):
         critic = openai_critic(server.base_url, "critic.fallback=indicative")
         [c] = critic.critique([WRONG])
         metrics = critic.metrics()
-    assert (c.text, c.provenance["fallback"]) == ("verdict: wrong", "no verdict line")
+    assert (c.text, c.provenance["fallback"]) == ("verdict: wrong", "no_verdict")
     assert counts(metrics) == (1, 0, 1, 1)
     assert critic.metrics()["critic/requests"] == 0          # per-step values: reset by metrics()
+
+
+@pytest.mark.parametrize("reply, fallback", [
+    # the rule critic's own format: the verdict ends the only line
+    ("step 1 ok. step 2 wrong, should be 85+29=114. verdict: wrong", None),
+    ("Step 1 is wrong.\n**Verdict:** Incorrect\n\nHope this helps.", None),
+    # the prompt's instruction echoed in an earlier line is not a verdict
+    ('End with one line: "Verdict: correct" or "Verdict: wrong".\nStep 1 is off by one.', "no_verdict"),
+])
+def test_the_verdict_is_read_from_the_last_line_wherever_it_stands(openai_critic, reply, fallback):
+    with StubServer(reply=reply) as server:
+        [c] = openai_critic(server.base_url).critique([WRONG])
+    assert c.verdict == "wrong" and c.provenance["fallback"] == fallback
+    assert c.text == (reply if fallback is None else "verdict: wrong. the answer is 47")
 
 
 def test_cache_replays_critiques_and_misses_when_sampling_changes(openai_critic, tmp_path):

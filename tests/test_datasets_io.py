@@ -1,17 +1,13 @@
-"""critique_rl.datasets_io on the real shared files and on small files with deliberate defects."""
+"""critique_rl.datasets_io on the real shared files (read as pulled copies of the registry's
+benchmarks) and on small files with deliberate defects."""
 
 import json
 import logging
 
 import pytest
 
-from critique_rl.datasets_io import (
-    BENCHMARKS,
-    DatasetError,
-    DatasetSpec,
-    benchmark_spec,
-    load_examples,
-)
+from critique_rl.benchmark_data import BENCHMARKS, benchmark_spec
+from critique_rl.datasets_io import DatasetError, DatasetSpec, load_examples
 
 # (rows, first question starts, first answer) of each shared file, read with its preset alone.
 EXPECTED = {
@@ -25,7 +21,8 @@ EXPECTED = {
 
 
 def test_every_preset_is_checked():
-    assert set(EXPECTED) == set(BENCHMARKS)
+    # The shared stand-in has no OlympiadBench; tests/test_benchmark_data.py pulls an OlympiadBench-shaped file.
+    assert set(EXPECTED) == set(BENCHMARKS) - {"olympiadbench"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -64,7 +61,7 @@ def test_limit_and_unknown_preset(shared_data):
     spec = benchmark_spec("aime24", shared_data)
     spec.limit = 3
     assert [ex.row for ex in load_examples(spec)] == [1, 2, 3]
-    with pytest.raises(DatasetError, match="unknown benchmark 'aime25'; known: gsm8k"):
+    with pytest.raises(DatasetError, match="unknown benchmark 'aime25'; did you mean 'aime24'\\? known: gsm8k"):
         benchmark_spec("aime25", shared_data)
 
 
@@ -81,20 +78,52 @@ GOOD = {"q": "What is 1+1?", "a": "2", "sol": "1+1 = \\boxed{2}", "work": "1+1=2
 @pytest.mark.parametrize("bad, spec_kw, field, why", [
     ({"a": "3"}, {}, "q", "expected a non-empty string, got None"),
     ({"q": 7, "a": "3"}, {}, "q", "expected a non-empty string, got 7"),
-    ({"q": "  ", "a": "3"}, {}, "q", "expected a non-empty string"),
+    ({"q": "  ", "a": "3"}, {}, "q", "expected a non-empty string, got '  '"),
     ({"q": "Q"}, {}, "a", "missing or null"),
     ({"q": "Q", "a": "   "}, {}, "a", "empty answer"),
-    ({"q": "Q", "a": [1]}, {}, "a", "expected a string or a number, got list"),
-    ({"q": "Q", "sol": "it is 3"}, {"answer_from": "boxed"}, "sol", "no \\\\boxed"),
+    ({"q": "Q", "a": []}, {}, "a", "empty list: expected at least one answer"),
+    ({"q": "Q", "a": [["1"]]}, {}, "a", r"expected a string, a number or a list of them, got list \['1'\]"),
+    ({"q": "Q", "a": {"x": 1}}, {}, "a", r"expected a string, a number or a list of them, got dict \{'x': 1\}"),
+    ({"q": "Q", "sol": "it is 3"}, {"answer_from": "boxed"}, "sol", r"no \\boxed\{\.\.\.\} in the solution 'it is 3'"),
     ({"q": "Q", "sol": "it is \\boxed{ }"}, {"answer_from": "boxed"}, "sol", "empty answer"),
-    ({"q": "Q", "work": "it is 3"}, {"answer_from": "after_hashes", "solution_field": "work"}, "work", "no '####'"),
-    ({"q": "Q", "sol": 3}, {"answer_from": "boxed"}, "sol", "expected a solution string, got int"),
+    ({"q": "Q", "work": "it is 3"}, {"answer_from": "after_hashes", "solution_field": "work"}, "work",
+     "no '####' in the solution 'it is 3'"),
+    ({"q": "Q", "sol": 3}, {"answer_from": "boxed"}, "sol", "expected a solution string or a list of strings, got int 3"),
+    ({"q": "Q", "sol": []}, {"answer_from": "boxed"}, "sol", "empty list: expected at least one solution"),
+    ({"q": "Q", "sol": ["a", 3]}, {"answer_from": "boxed"}, "sol",
+     r"expected a solution string or a list of strings, got a list holding \['a', 3\]"),
 ])
 def test_malformed_row_names_file_row_and_field(tmp_path, bad, spec_kw, field, why):
     path = write_jsonl(tmp_path / "d.jsonl", [GOOD, GOOD, bad, GOOD])
     spec = DatasetSpec(path=path, question_field="q", answer_field="a", **{"solution_field": "sol", **spec_kw})
-    with pytest.raises(DatasetError, match=rf"^{path}: row 3: field '{field}': {why}"):
+    with pytest.raises(DatasetError, match=rf"^{path}: row 3: field '{field}': {why}$"):
         load_examples(spec)
+
+
+# OlympiadBench's shape: final_answer a list (several items when a problem has several answers),
+# solution a list of worked solutions.
+OLYMPIAD = [
+    {"id": 1, "question": "Find x.", "final_answer": ["$x=3$"], "solution": ["So $x=3$."]},
+    {"id": 2, "question": "Find all n.", "final_answer": ["1", "2"], "solution": ["First.", "Second: \\boxed{1, 2}"]},
+]
+
+
+def test_list_answers_and_solutions(tmp_path):
+    path = write_jsonl(tmp_path / "olympiad.jsonl", OLYMPIAD)
+    by_field = load_examples(DatasetSpec(path=path, answer_field="final_answer"))
+    assert [ex.answer for ex in by_field] == ["$x=3$", "1, 2"]  # one item as is, several joined with ", "
+    assert [ex.extra["solution"] for ex in by_field] == ["So $x=3$.", "First.\nSecond: \\boxed{1, 2}"]
+    by_boxed = load_examples(DatasetSpec(path=path, answer_from="boxed", on_bad_row="skip"))
+    assert [(ex.row, ex.answer) for ex in by_boxed] == [(2, "1, 2")]  # the solutions are joined, then searched
+
+
+def test_long_values_are_clipped_in_messages(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"q": ["x" * 5000], "a": "1"}])
+    with pytest.raises(DatasetError) as err:
+        load_examples(DatasetSpec(path=path, question_field="q", answer_field="a"))
+    message = str(err.value)
+    assert message.startswith(f"{path}: row 1: field 'q': expected a non-empty string, got ['xxx")
+    assert message.endswith("... (5004 characters)") and len(message) < len(path) + 300
 
 
 def test_skip_drops_and_counts_bad_rows(tmp_path, caplog):
@@ -163,3 +192,18 @@ def test_folder_goes_through_the_hub_loader(tmp_path):
     assert [(ex.question, ex.answer) for ex in load_examples(spec)] == [("What is 1+1?", "2"), ("Q2", "2")]
     with pytest.raises(DatasetError, match=f"^{tmp_path}: could not load split 'validation'"):
         load_examples(DatasetSpec(path=str(tmp_path), split="validation"))
+
+
+def test_skip_also_drops_lines_that_are_not_json_objects(tmp_path, caplog):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"q": "Q1", "a": "1"}\n{"q": "Q2", "a": \n[1, 2]\n{"q": "Q4"}\n{"q": "Q5", "a": 5, "id": 7}\n')
+    spec = DatasetSpec(path=str(path), question_field="q", answer_field="a", on_bad_row="skip")
+    with caplog.at_level(logging.WARNING, logger="critique_rl.datasets_io"):
+        examples = load_examples(spec)
+    assert [(ex.row, ex.answer, ex.extra) for ex in examples] == [(1, "1", {"id": None}), (5, "5", {"id": 7})]
+    assert (f"{path}: skipped 3 malformed rows (first: {path}: row 2: not valid JSON (Expecting value at column 18))"
+            in caplog.text)
+    path.write_text("not json\n[1]\n")
+    with pytest.raises(DatasetError, match=rf"^{path}: no line is a JSON object with fields \(2 malformed, first: "
+                                           rf"{path}: row 1: not valid JSON \(Expecting value at column 1\)\)$"):
+        load_examples(spec)

@@ -94,8 +94,12 @@ def test_compare_end_to_end_on_the_tiny_preset(tmp_path):
     best = ["loss.intervention=clip_cov", "loss.scale_rewards=group", "method=critique_grpo"]
     assert result["overrides"]["critique_grpo+best"] == best
     assert (out / "curves.png").stat().st_size > 10_000
-    table = (out / "compare.md").read_text()
-    assert table == markdown_table(result) and table.count("\n|") == 4 and "ratio is 1" in table
+    text = (out / "compare.md").read_text()
+    table = markdown_table(result)
+    assert text.endswith(table) and table.count("\n|") == 4 and "ratio is 1" in table and "| hard pass@1 (greedy) |" in table
+    assert text.startswith("# Every method from one warm start (seed 0, config tiny + train.steps=2)\n")
+    assert "- **clip_cov vs grpo** — hard: tie (clip_cov 0.00 vs grpo 0.00); easy: tie (clip_cov 0.00 vs grpo 0.00)." in text
+    assert result["config"] == "tiny + train.steps=2"
     rows = [json.loads(line) for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert "entropy/delta" in rows[2] and "entropy/cov_logp_adv" in rows[2] and "entropy/p80" in rows[2]
     assert rows[2]["entropy/probe"] > 0 and result["methods"]["grpo"]["probe_entropy"] > 0

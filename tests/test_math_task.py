@@ -3,6 +3,7 @@ training, chat-template prompts with refinements trained under the plain questio
 on benchmark files, LoRA, the sampler/trainer log-prob mismatch, and every preset validated."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,11 +82,18 @@ def test_math_training_with_chat_template_trains_refinements_under_the_plain_que
         assert m.prompt_ids == samples[m.group][0].prompt_ids, "trained under the plain solve prompt"
         assert m.completion_ids in sampled_ids, "the very tokens that were sampled"
     trainer.task.close()
+    trainer.task.metrics()  # the verifier counters of this check are not step 0's
 
     final = trainer.train()
     assert set(final) >= {"eval/math500_pass1", "eval/amc23_pass1", "eval/math500_pass@1", "step"}
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 2 and "accuracy/train_all" in rows[-1]
+    # The verifier's counters of each step, not running totals: step 0 scored the greedy evaluation
+    # (3 MATH-500 + 3 AMC23 problems) and started the one worker; steps 1-2 their samples and refinements.
+    assert [r["verifier/items"] for r in rows] == [6.0] + [4 + r["refine/critiques"] - r["refine/too_long"] for r in rows[1:]]
+    assert [r["verifier/starts"] for r in rows] == [1.0, 0.0, 0.0]
+    assert all(r["verifier/timeouts"] == r["verifier/errors"] == r["verifier/restarts"] == r["verifier/budget_skipped"] == 0
+               and r["verifier/seconds"] > 0 for r in rows)
 
 
 def test_math_with_the_rule_cot_critic_is_refused():
@@ -141,9 +149,12 @@ def test_sampler_logprobs_match_the_trainer_and_truncated_is_runs(tiny_model_dir
 
 
 def test_every_preset_validates_without_downloading(tmp_path):
+    # Offline, whatever the machine: the presets' hub datasets become warnings, not downloads.
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "critique_rl.cli", "check-config"], capture_output=True, text=True,
-                            timeout=300, cwd=Path(__file__).parents[1])
+                            timeout=300, cwd=Path(__file__).parents[1], env=offline)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning: data.train: not checked: open-r1/OpenR1-Math-220k: Couldn't reach" in result.stdout
     for preset in ("qwen25-7b-paper", "qwen25-7b-official", "qwen3-8b-paper", "qwen3-8b-official", "toy", "tiny"):
         assert f"{preset}: ok" in result.stdout
 
@@ -151,10 +162,10 @@ def test_every_preset_validates_without_downloading(tmp_path):
     broken.write_text("inherit: qwen25-7b-paper\nprompts:\n  refine: arithmetic/solve.jinja\n  solve: nowhere.jinja\n"
                       "data:\n  train:\n    path: ./missing.jsonl\n")
     result = subprocess.run([sys.executable, "-m", "critique_rl.cli", "check-config", str(broken)],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, env=offline)
     assert result.returncode == 2
     assert "prompts.solve" in result.stdout and "nowhere.jinja" in result.stdout
-    assert "data.train.path = './missing.jsonl': no such file" in result.stdout
+    assert "error: data.train: ./missing.jsonl: data file does not exist" in result.stdout
 
 
 def test_official_preset_differs_from_the_paper_preset_only_in_the_documented_knobs():

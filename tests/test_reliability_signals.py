@@ -48,3 +48,43 @@ def test_a_second_sigint_exits_at_once(cli, tmp_path):
     assert proc.returncode == 130 and time.monotonic() - sent < 10, err[-2000:]
     assert "interrupted" in err and "checkpoint saved" not in err and "Traceback" not in err
     assert [r["step"] for r in cli.rows(run)] == [0]            # the step in progress was abandoned
+
+
+def signal_when(proc: subprocess.Popen, marker: str, sig: int) -> str:
+    """Send ``sig`` as soon as ``proc`` prints ``marker`` on a line; returns its stderr after it exits."""
+    for line in proc.stdout:
+        if line.strip() == marker:
+            proc.send_signal(sig)
+            break
+    _, err = proc.communicate(timeout=120)
+    return err
+
+
+# 6,000 held-out problems: each evaluation lasts seconds, so the signal lands inside it.
+LONG_EVAL = ("task.eval_easy=3000", "task.eval_hard=3000")
+
+
+def test_a_signal_during_the_evaluation_before_step_1_stops_it_at_once_with_the_resume_hint(cli, tmp_path):
+    run = tmp_path / "run"
+    proc = cli.popen(*cli.train_args(run, "train.steps=1", *LONG_EVAL), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = signal_when(proc, "evaluation before step 1", signal.SIGTERM)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.splitlines()[-1] == (f"critique-rl train: stopped during the evaluation before step 1; nothing to save yet. "
+                                    f"Resume with: critique-rl train --resume {run}")
+    assert not (run / "metrics.jsonl").exists() and latest_checkpoint(run) is None
+    result = cli("train", "--resume", str(run), "task.eval_easy=8", "task.eval_hard=8")
+    assert f"{run} has no checkpoint yet: training it from step 0" in result.stdout
+    assert [r["step"] for r in cli.rows(run)] == [0, 1]
+
+
+def test_a_signal_during_the_final_evaluation_stops_it_at_once_and_the_resume_redoes_only_it(cli, tmp_path):
+    run = tmp_path / "run"
+    proc = cli.popen(*cli.train_args(run, "train.steps=1", *LONG_EVAL), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = signal_when(proc, "final evaluation after step 1", signal.SIGINT)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.splitlines()[-1] == (f"critique-rl train: stopped during the final evaluation after step 1; checkpoint saved. "
+                                    f"Resume with: critique-rl train --resume {run}")
+    assert latest_checkpoint(run).name == "step-000001" and not (run / "final_eval.json").exists()
+    result = cli("train", "--resume", str(run), "task.eval_easy=8", "task.eval_hard=8")
+    assert f"resumed {run} at step 1" in result.stdout
+    assert [r["step"] for r in cli.rows(run)] == [0, 1] and (run / "final_eval.json").is_file()

@@ -262,3 +262,21 @@ def test_http_weight_sync_posts_the_directory_and_fails_clearly(tmp_path, tiny_m
     assert all(b["model"] == "m" for p, b in script.requests if p.endswith("/completions"))
     with pytest.raises(RolloutServerError, match="rollout.weight_sync_url http://fake/reload answered 409.*busy"):
         engine.sync_weights(2)
+
+
+@pytest.mark.parametrize("policy", ["truncate_left", "skip"])
+def test_prompts_longer_than_the_context_are_cut_or_skipped(tmp_path, tiny_model_dir, policy):
+    tok = load_policy(str(tiny_model_dir), load_config("tiny").model)[1]
+    long = "7" * 300 + "+1="                                  # the tiny model has 256 positions: 248 left beside 8 new
+    engine, script, _ = scripted_engine(tmp_path, tiny_model_dir, vllm_like(tok), "rollout.weight_sync=none",
+                                        "rollout.server_model=m", f"rollout.long_prompt={policy}")
+    out = engine.generate([PROMPTS[0], long], 2, SamplingParams(8))
+    sent = [b["prompt"] for p, b in script.requests if p.endswith("/completions")][1:]     # after the probe
+    cut = tok(long, add_special_tokens=False)["input_ids"][-248:]
+    assert [len(g) for g in out] == [2, 2] and all(c.prompt_ids == cut for c in out[1])
+    if policy == "truncate_left":
+        assert sent == [tok(PROMPTS[0], add_special_tokens=False)["input_ids"], cut] and out[1][0].text == "7+8=15"
+        assert engine.metrics()["rollout/prompts_truncated"] == 1.0
+    else:
+        assert len(sent) == 1 and all(c.text == "" and c.completion_ids == [] and c.truncated for c in out[1])
+        assert engine.metrics()["rollout/prompts_skipped"] == 1.0

@@ -36,23 +36,43 @@ class CriticAuthError(RuntimeError):
     """The critic endpoint rejected the API key (401/403): the run stops, naming the key's variable."""
 
 
-# The fixed verdict line every critique template asks for, at the start of a line (markdown
-# decoration allowed), so an instruction quoted mid-line is not taken for it; 'incorrect' = 'wrong'.
-_VERDICT = re.compile(r"^\W*verdict\W*(correct|incorrect|wrong)\b", re.IGNORECASE | re.MULTILINE)
+# The verdict line every critique template asks for, at the start of a line (markdown decoration
+# allowed), so an instruction quoted mid-line is not taken for it; 'incorrect' = 'wrong'.
+_VERDICT_LINE = re.compile(r"^\W*verdict\W*(correct|incorrect|wrong)\b", re.IGNORECASE | re.MULTILINE)
+# A verdict anywhere in a line, as the rule critic writes it ("... should be 114. verdict: wrong").
+_VERDICT = re.compile(r"\bverdict\W*(correct|incorrect|wrong)\b", re.IGNORECASE)
+
+
+def _normal(word: str) -> str:
+    return "correct" if word.lower() == "correct" else "wrong"
 
 
 def parse_verdict(text: str) -> str | None:
-    """The verdict of the last verdict line, or None when the critique states none.
+    """The critique's verdict, or None when it states none.
+
+    The last non-empty line decides when it names one verdict, wherever in the line; a last line
+    naming both (a quoted instruction) decides nothing. Otherwise the last line that starts with
+    the verdict counts, so a closing remark after it does not hide it.
 
     >>> parse_verdict("step 2 is off by 10.\\n**Verdict:** Incorrect")
     'wrong'
+    >>> parse_verdict("step 1 ok. step 2 wrong, should be 85+29=114. verdict: wrong")
+    'wrong'
     >>> parse_verdict('End with one line: "Verdict: correct" or "Verdict: wrong".') is None
     True
+    >>> parse_verdict('Verdict: correct\\nEnd with one line: "Verdict: correct" or "Verdict: wrong".')
+    'correct'
+    >>> parse_verdict('End with one line: "Verdict: correct" or "Verdict: wrong".\\nAll steps hold.') is None
+    True
+    >>> parse_verdict("Verdict: wrong\\n\\nHope this helps.")
+    'wrong'
     """
-    found = _VERDICT.findall(text)
-    if not found:
-        return None
-    return "correct" if found[-1].lower() == "correct" else "wrong"
+    lines = [line for line in text.splitlines() if line.strip()]
+    last = {_normal(w) for w in _VERDICT.findall(lines[-1])} if lines else set()
+    if len(last) == 1:
+        return last.pop()
+    found = _VERDICT_LINE.findall(text)
+    return _normal(found[-1]) if found else None
 
 
 def verdict_word(correct: bool) -> str:

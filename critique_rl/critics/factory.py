@@ -26,8 +26,6 @@ def build_critic(cfg: CriticConfig, task: str, policy: tuple[Any, Any] | None = 
     """
     if cfg.backend == "rule":
         return RuleCritic(default_template(cfg, task))
-    if cfg.max_concurrency < 1:
-        raise ConfigError(f"critic.max_concurrency = {cfg.max_concurrency}; expected >= 1")
     if cfg.backend == "self":
         from critique_rl.critics.hf import HFGenerator
 

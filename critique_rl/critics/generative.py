@@ -7,7 +7,8 @@ What the backends share lives here; a backend only turns prompts into ``Generati
   model; the critique's verdict line must agree with the verifier, else it is regenerated up to
   ``max_verdict_retries`` times. A critique that cannot be had (deadline, exhausted retries,
   an error, empty output, no verdict line) or never agrees is replaced by the ``fallback``
-  critique, and counted.
+  critique, and counted; its ``provenance["fallback"]`` names the reason (``FALLBACK_REASONS``)
+  and ``provenance["error"]`` holds the request's error message, if any.
 
 ``metrics()`` returns per-step values and resets them (they cover the critiques since the
 previous call):
@@ -17,6 +18,7 @@ previous call):
     critic/failures           critiques without usable output (gave up, error, empty, no verdict line)
     critic/fallbacks          critiques replaced by the fallback: failures + verdicts that never agreed
     critic/verdict_retries    regenerations because the verdict disagreed with the verifier
+    critic/circuit_open       critiques ended by the open circuit breaker (openai): no request, or no more retries
     critic/cache_hits         outputs replayed from the cache (not in requests, tokens or latency)
     critic/latency_p50, _p95  seconds per model output, retries and waits included
     critic/prompt_tokens, critic/completion_tokens   as the endpoint reports them
@@ -42,16 +44,32 @@ from critique_rl.critics.prompting import CriticPrompt, Prompt
 from critique_rl.templates import load_template
 
 
+# Why a critique fell back (provenance["fallback"], samples.jsonl's critique_fallback); plus
+# http_<status> for an HTTP error status, e.g. http_500.
+FALLBACK_REASONS = {
+    "timeout": "the HTTP request timed out (critic.timeout_s), retries included",
+    "deadline": "critic.deadline_s passed before an answer",
+    "connection": "the endpoint could not be reached (refused, DNS, dropped)",
+    "circuit_open": "not sent (or not retried): the circuit breaker is open after repeated failures",
+    "bad_response": "the endpoint's answer is not a completion",
+    "error": "another client error",
+    "empty": "the critique is empty",
+    "no_verdict": "the critique states no verdict",
+    "verdict_disagrees": "every regeneration's verdict disagreed with the verifier",
+}
+
+
 @dataclass
 class Generation:
-    """A model's output for one prompt; ``text`` is None when none could be had (``error`` says why)."""
+    """A model's output for one prompt; ``text`` is None when none could be had (``reason`` and ``error`` say why)."""
 
     text: str | None
     latency_s: float = 0.0
     attempts: int = 1              # requests sent for it, retries included
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    error: str | None = None
+    error: str | None = None       # the error message
+    reason: str | None = None      # its kind, a FALLBACK_REASONS key or http_<status>
     cached: bool = False
 
 
@@ -62,7 +80,7 @@ class Generator(Protocol):
     def generate(self, prompts: list[Prompt]) -> list[Generation]: ...
 
 
-COUNTERS = ("requests", "retries", "failures", "fallbacks", "verdict_retries", "cache_hits",
+COUNTERS = ("requests", "retries", "failures", "fallbacks", "verdict_retries", "cache_hits", "circuit_open",
             "prompt_tokens", "completion_tokens")
 
 
@@ -77,6 +95,10 @@ class CriticStats:
     def add(self, g: Generation) -> None:
         if g.cached:
             self.counts["cache_hits"] += 1
+            return
+        if g.reason == "circuit_open":
+            self.counts["circuit_open"] += 1
+        if not g.attempts:          # never sent: no request, no latency
             return
         self.counts["requests"] += g.attempts
         self.counts["retries"] += max(g.attempts - 1, 0)
@@ -154,7 +176,9 @@ class GenerativeCritic:
                 verdict = parse_verdict(g.text) if g.text else None
                 if verdict is None:
                     self.stats.counts["failures"] += 1
-                    reason = g.error or ("empty output" if not (g.text or "").strip() else "no verdict line")
+                    if g.error:
+                        provenance[i]["error"] = g.error
+                    reason = g.reason or ("error" if g.error else "empty" if not (g.text or "").strip() else "no_verdict")
                     results[i] = self._fall_back(requests[i], provenance[i], reason)
                 elif verdict != verdict_word(requests[i].correct):
                     disagreeing.append(i)
@@ -164,7 +188,7 @@ class GenerativeCritic:
             if sample < self.cfg.max_verdict_retries:
                 self.stats.counts["verdict_retries"] += len(pending)
         for i in pending:
-            results[i] = self._fall_back(requests[i], provenance[i], "verdict disagrees with the verifier")
+            results[i] = self._fall_back(requests[i], provenance[i], "verdict_disagrees")
         return results
 
     def _fall_back(self, request: CritiqueRequest, provenance: dict, reason: str) -> Critique:

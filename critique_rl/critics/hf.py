@@ -40,10 +40,7 @@ class HFGenerator:
 
 def load_hf_generator(cfg: CriticConfig) -> HFGenerator:
     """The ``hf`` critic: ``critic.model`` loaded frozen on ``critic.device``."""
-    try:
-        model, tokenizer = load_policy(cfg.model, ModelConfig(name_or_path=cfg.model, torch_dtype=cfg.torch_dtype,
-                                                              device=cfg.device))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"critic.model {cfg.model!r} cannot be loaded: {err}") from None
+    model, tokenizer = load_policy(cfg.model, ModelConfig(name_or_path=cfg.model, torch_dtype=cfg.torch_dtype,
+                                                          device=cfg.device), what="critic.model")
     model.eval().requires_grad_(False)
     return HFGenerator(model, tokenizer, cfg, backend="hf", model_name=cfg.model)

@@ -7,6 +7,11 @@ timeouts and dropped connections back off exponentially with jitter, or as long 
 says, until ``max_retries`` or the critique's ``deadline_s``. Other 4xx and malformed bodies fail
 at once. 401/403 raise ``CriticAuthError`` naming the key's environment variable. The key is read
 from the environment only and never written anywhere: error texts are redacted.
+
+A circuit breaker keeps a dead endpoint cheap: after ``circuit_failures`` requests in a row could
+not reach it (refused, DNS, timeouts, dropped connections, 5xx), requests fail at once (reason
+``circuit_open``, no retries) for ``circuit_cooldown_s``; then one probe request goes out, whose
+answer closes the circuit and whose failure opens it again.
 """
 
 from __future__ import annotations
@@ -41,10 +46,28 @@ log = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 4        # prompt size estimate for the token budget, corrected by the reported usage
 
 
-def _transient(exc: BaseException) -> bool:
+def _unreachable(exc: BaseException) -> bool:
+    """The endpoint did not answer, or answered that it cannot serve: what the circuit breaker counts."""
     if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in (408, 429) or exc.status_code >= 500
+        return exc.status_code == 408 or exc.status_code >= 500
     return isinstance(exc, openai.APIConnectionError)        # timeouts and dropped connections included
+
+
+def _transient(exc: BaseException) -> bool:
+    return _unreachable(exc) or (isinstance(exc, openai.APIStatusError) and exc.status_code == 429)
+
+
+def fallback_reason(exc: BaseException) -> str:
+    """The FALLBACK_REASONS key (or http_<status>) of a request's final error."""
+    if isinstance(exc, CircuitOpen):
+        return "circuit_open"
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, openai.APIStatusError):
+        return f"http_{exc.status_code}"
+    return "bad_response" if isinstance(exc, ValueError) else "error"
 
 
 def retry_after_s(exc: BaseException) -> float | None:
@@ -77,6 +100,52 @@ class wait_retry_after(wait_base):
         return asked if asked is not None else self.fallback(retry_state)
 
 
+class CircuitOpen(Exception):
+    """A request refused by the open circuit breaker: it is not sent."""
+
+
+class CircuitBreaker:
+    """Counts requests in a row that could not reach the endpoint; ``failures`` of them open the
+    circuit for ``cooldown_s``, after which one probe request is let through (0 failures: off).
+
+    It lives on the generator's event loop: no locks.
+    """
+
+    def __init__(self, failures: int, cooldown_s: float):
+        self.threshold = failures
+        self.cooldown_s = cooldown_s
+        self.failures = 0
+        self.open_until: float | None = None    # monotonic time; None: closed
+        self.probing = False                    # the probe request is in flight
+
+    @property
+    def refusing(self) -> bool:
+        return self.open_until is not None and (self.probing or time.monotonic() < self.open_until)
+
+    def admit(self) -> bool:
+        """Raise ``CircuitOpen`` while refusing; True when the admitted request is the probe."""
+        if self.refusing:
+            raise CircuitOpen(f"circuit open after {self.failures} failed requests in a row")
+        self.probing = self.open_until is not None
+        return self.probing
+
+    def settle(self, probe: bool, reached: bool | None) -> str | None:
+        """Record a request's outcome (None: cancelled, no evidence); returns 'opened' or 'closed'
+        when the circuit changed state, for the log."""
+        if probe:
+            self.probing = False
+        if reached is None:
+            return None
+        if reached:
+            was_open, self.failures, self.open_until = self.open_until is not None, 0, None
+            return "closed" if was_open else None
+        self.failures += 1
+        if probe or (self.open_until is None and 0 < self.threshold <= self.failures):
+            was_open, self.open_until = self.open_until is not None, time.monotonic() + self.cooldown_s
+            return None if was_open else "opened"
+        return None
+
+
 @dataclass
 class _Call:
     """One critique's requests; survives the deadline's cancellation."""
@@ -96,6 +165,7 @@ class OpenAIGenerator:
         self._requests = RateLimiter(cfg.requests_per_minute)
         self._tokens = RateLimiter(cfg.tokens_per_minute)
         self._reported: set[str] = set()
+        self._breaker = CircuitBreaker(cfg.circuit_failures, cfg.circuit_cooldown_s)
         # The trainer is synchronous: a private loop in a thread runs each step's requests and
         # keeps the client's connections alive from step to step.
         self._loop = asyncio.new_event_loop()
@@ -149,11 +219,12 @@ class OpenAIGenerator:
             return Generation(text, time.perf_counter() - start, call.attempts,
                               getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0)
         except asyncio.TimeoutError:
-            kind, error = "deadline", f"deadline of {self.cfg.deadline_s:g} s passed after {call.attempts} request(s)"
-        except (openai.OpenAIError, ValueError) as err:     # ValueError: a body that is not a completion
-            kind, error = self._describe(err)
-        self._report(kind, error)
-        return Generation(None, time.perf_counter() - start, call.attempts, error=error)
+            reason, error = "deadline", f"deadline of {self.cfg.deadline_s:g} s passed after {call.attempts} request(s)"
+        except (openai.OpenAIError, ValueError, CircuitOpen) as err:     # ValueError: a body that is not a completion
+            reason, error = fallback_reason(err), self._describe(err)
+        if reason != "circuit_open":                 # the opening of the circuit was reported
+            self._report(reason, error)
+        return Generation(None, time.perf_counter() - start, call.attempts, error=error, reason=reason)
 
     async def _pace(self, call: _Call) -> None:
         await self._requests.acquire(1)
@@ -162,17 +233,29 @@ class OpenAIGenerator:
     async def _with_retries(self, prompt: Prompt, call: _Call):
         cfg = self.cfg
         retrying = AsyncRetrying(
-            retry=retry_if_exception(_transient),
+            # An open circuit ends the retries: the endpoint is down, waiting for it is the cool-down's job.
+            retry=retry_if_exception(lambda exc: _transient(exc) and not self._breaker.refusing),
             wait=wait_retry_after(wait_exponential(multiplier=cfg.backoff_s, max=cfg.backoff_max_s) + wait_random(0, cfg.backoff_s)),
             stop=stop_after_attempt(cfg.max_retries + 1) | stop_before_delay(cfg.deadline_s),
             reraise=True)
         return await retrying(self._request, prompt, call)
 
     async def _request(self, prompt: Prompt, call: _Call):
-        cfg = self.cfg
         if call.attempts:
             await self._pace(call)
+        probe = self._breaker.admit()
         call.attempts += 1
+        try:
+            result = await self._send(prompt, call)
+        except BaseException as err:
+            reached = None if isinstance(err, asyncio.CancelledError) else not _unreachable(err)
+            self._circuit(self._breaker.settle(probe, reached), err)
+            raise
+        self._circuit(self._breaker.settle(probe, True), None)
+        return result
+
+    async def _send(self, prompt: Prompt, call: _Call):
+        cfg = self.cfg
         sampling = dict(model=cfg.model, max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
         try:
             if isinstance(prompt, str):
@@ -194,15 +277,26 @@ class OpenAIGenerator:
         return text, response.usage
 
     # ------------------------------------------------------------------ errors, key kept out
-    def _describe(self, err: Exception) -> tuple[str, str]:
-        """(kind, message) of an error; the message is cut short and never contains the key."""
+    def _describe(self, err: Exception) -> str:
+        """The error's message, cut short and never containing the key."""
         kind = f"HTTP {err.status_code}" if isinstance(err, openai.APIStatusError) else type(err).__name__
-        text = str(err).replace(self._key, "***") if self._key else str(err)
-        return kind, f"{kind}: {text[:300]}"
+        text = str(err)
+        if isinstance(err, openai.APIConnectionError) and err.__cause__:     # its own text is just "Connection error."
+            text += f" ({err.__cause__})"
+        text = text.replace(self._key, "***") if self._key else text
+        return f"{kind}: {text[:300]}"
 
-    def _report(self, kind: str, error: str) -> None:
+    def _report(self, reason: str, error: str) -> None:
         """Log each kind of failure once; every failure is counted in the metrics."""
-        if kind not in self._reported:
-            self._reported.add(kind)
+        if reason not in self._reported:
+            self._reported.add(reason)
             log.warning("critic request to %s failed (%s); the fallback critique is used", self.endpoint, error)
 
+    def _circuit(self, change: str | None, err: BaseException | None) -> None:
+        """Log the circuit breaker's openings and closings."""
+        if change == "opened":
+            log.warning("critic endpoint %s failed %d requests in a row (last: %s): critiques fall back without "
+                        "requests for %g s, then one request probes it", self.endpoint, self._breaker.failures,
+                        self._describe(err), self.cfg.circuit_cooldown_s)
+        elif change == "closed":
+            log.warning("critic endpoint %s answers again: circuit closed", self.endpoint)

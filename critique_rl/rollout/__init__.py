@@ -9,6 +9,9 @@ last call (``rollout/...``), for the step's log.
 * ``server`` (``rollout.server.ServerEngine``): an OpenAI-compatible /v1/completions endpoint.
 * ``vllm`` (``rollout.vllm_engine.VLLMEngine``): vLLM in the trainer's process; imported only
   when chosen, so vllm need not be installed for the others.
+
+Every engine applies ``rollout.long_prompt`` (``base.LongPrompts``) to prompts longer than the
+context leaves them, and reports how many in ``metrics()``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ def build_engine(cfg, model, tokenizer, run_dir: Path):
     ``run_dir`` holds what an engine writes (``rollout_weights/`` of the weight syncs).
     """
     if cfg.engine == "hf":
-        return HFEngine(model, tokenizer, cfg.generation_batch_size, cfg.return_logprobs)
+        return HFEngine(model, tokenizer, cfg.generation_batch_size, cfg.return_logprobs, cfg.max_tokens_per_generate,
+                        cfg.long_prompt)
     if cfg.engine == "server":
         from critique_rl.rollout.server import ServerEngine
 

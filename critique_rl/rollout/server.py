@@ -51,7 +51,7 @@ import httpx
 
 from critique_rl.api_keys import read_api_key
 from critique_rl.config import ConfigError
-from critique_rl.rollout.base import Completion, SamplingParams
+from critique_rl.rollout.base import Completion, LongPrompts, SamplingParams, context_length, with_skipped
 from critique_rl.rollout.weights import policy_path, save_policy
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,8 @@ class ServerEngine:
         self.returns_logprobs = False
         self.exact_ids = False
         self.synced_dir: Path | None = None
+        # The endpoint serves the policy (or a copy of it): the policy's config says its context.
+        self.long_prompts = LongPrompts(cfg.long_prompt, context_length(model.config, tokenizer))
         self._needs_first_sync = cfg.weight_sync != "none"
         self.ids_inexact = 0                # run totals
         self.ids_retokenized = 0
@@ -232,13 +234,18 @@ class ServerEngine:
             return []
         if self._needs_first_sync:
             self._sync("initial", None)
-        prompt_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        if not self._probed:
-            self._probe(prompts[0], prompt_ids[0])
+        full_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        prompt_ids, skipped = self.long_prompts.fit(full_ids, params.max_new_tokens)
+        # A prompt cut to the context goes out as the text of the tokens kept (as the ids, in the vllm dialect).
+        prompts = [p if len(ids) == len(full) else self.tokenizer.decode(ids)
+                   for p, ids, full in zip(prompts, prompt_ids, full_ids)]
+        kept = [i for i in range(len(prompts)) if not skipped[i]]
+        if kept and not self._probed:
+            self._probe(prompts[kept[0]], prompt_ids[kept[0]])
         if self.supports_n:
-            jobs = [(i, num_samples) for i in range(len(prompts))]
+            jobs = [(i, num_samples) for i in kept]
         else:
-            jobs = [(i, 1) for i in range(len(prompts)) for _ in range(num_samples)]
+            jobs = [(i, 1) for i in kept for _ in range(num_samples)]
         model = self.current_model
         if not self.requested_models or self.requested_models[-1] != model:
             self.requested_models.append(model)
@@ -255,7 +262,7 @@ class ServerEngine:
                 self._count("rollout/ids_inexact", float(inexact))
                 out[i].append(completion)
         self._count("rollout/samples", sum(len(o) for o in out))
-        return out
+        return with_skipped([out[i] for i in kept], prompt_ids, skipped, num_samples)
 
     def sync_weights(self, step: int) -> None:
         """Hand the endpoint the weights after optimizer step ``step`` (rollout.weight_sync)."""
@@ -263,10 +270,10 @@ class ServerEngine:
             self._sync(f"step-{step}", step)
 
     def metrics(self) -> dict[str, float]:
-        """Counters since the last call: requests, retries, re-tokenized and inexact ids, sync time."""
+        """Counters since the last call: requests, retries, re-tokenized and inexact ids, sync time, long prompts."""
         with self._lock:
             out, self._counts = self._counts, {}
-        return out
+        return {**out, **self.long_prompts.metrics()}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

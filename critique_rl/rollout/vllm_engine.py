@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from critique_rl.distributed import Distributed
-from critique_rl.rollout.base import Completion, SamplingParams
+from critique_rl.rollout.base import Completion, LongPrompts, SamplingParams, context_length, with_skipped
 from critique_rl.rollout.weights import merged_state_dict, policy_path, save_policy
 
 SUPPORTED = ">=0.27,<0.31"
@@ -186,6 +186,7 @@ class VLLMEngine:
                 raise
             kwargs.pop("logprobs_mode")
             self.llm = vllm.LLM(**kwargs)
+        self.long_prompts = LongPrompts(cfg.long_prompt, cfg.vllm_max_model_len or context_length(model.config, tokenizer))
         self.stale = True                 # vLLM's copy may differ from the policy until the first load
         self.asleep = False
         self.syncs = 0
@@ -202,14 +203,18 @@ class VLLMEngine:
         if self.stale:
             self._load_weights()
         prompt_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        # vLLM refuses a prompt longer than max_model_len outright: rollout.long_prompt applies first.
+        prompt_ids, skipped = self.long_prompts.fit(prompt_ids, params.max_new_tokens)
+        kept = [ids for ids, skip in zip(prompt_ids, skipped) if not skip]
         sampling = self._vllm.SamplingParams(**sampling_kwargs(params, num_samples, self.tokenizer.eos_token_id))
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], sampling, use_tqdm=False)
-        result = completions_from_outputs(outputs, num_samples, params.max_new_tokens, prompt_ids)
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in kept], sampling, use_tqdm=False) if kept else []
+        result = completions_from_outputs(outputs, num_samples, params.max_new_tokens, kept)
         self._sleep()
-        return result
+        return with_skipped(result, prompt_ids, skipped, num_samples)
 
     def metrics(self) -> dict[str, float]:
-        return {}
+        """Prompts cut or skipped for being longer than the context, since the last call."""
+        return self.long_prompts.metrics()
 
     # ------------------------------------------------------------------ internals
     def _load_weights(self) -> None:

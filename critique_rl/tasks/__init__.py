@@ -2,7 +2,7 @@
 
     arithmetic  the built-in synthetic task (tasks/arithmetic.py), rule-based verifier
     math        real problems from a dataset file (config `data.train`), math-verify reward,
-                evaluated on the shared benchmark files (config `benchmarks`)
+                evaluated on named benchmarks (config `benchmarks`, `critique-rl data list`)
 
 The trainer sees only this interface, so the RL loop is the same for both.
 """
@@ -34,6 +34,9 @@ class Task(Protocol):
 
     def reference_solution(self, problem: Any) -> str:
         """A correct solution text, to check the templates render before training."""
+
+    def metrics(self) -> dict[str, float]:
+        """The verifier's counters since the last call (one step's), logged with the step."""
 
     def close(self) -> None:
         """Release what the task holds (verifier processes)."""

@@ -1,25 +1,19 @@
 """Real math: problems from a dataset file or hub dataset, scored by math-verify.
 
 Training prompts go through the data in a fresh seeded order each epoch; the batch of a step is
-a pure function of (seed, step). Evaluation sets are the benchmark files named in
-``benchmarks.benchmarks`` (the shared GSM8K, MATH-500, AIME24, AMC23, Minerva), each its own
-metric: eval/math500_pass1, ...
+a pure function of (seed, step). Evaluation sets are the benchmarks named in
+``benchmarks.benchmarks`` (GSM8K, MATH-500, AIME24, AMC23, Minerva, OlympiadBench: pulled copies
+or the hub, see benchmark_data), each its own metric: eval/math500_pass1, ...
 """
 
 from __future__ import annotations
 
-import dataclasses
 import random
-from functools import cached_property
 
+from critique_rl.benchmark_data import benchmark_names, load_benchmark
 from critique_rl.config import Config
-from critique_rl.datasets_io import DatasetError, Example, benchmark_spec, load_examples
+from critique_rl.datasets_io import DatasetError, Example, load_examples
 from critique_rl.math_reward import MathVerifier
-
-
-def benchmark_names(text: str) -> list[str]:
-    """'math500, aime24' -> ['math500', 'aime24']"""
-    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
@@ -44,19 +38,18 @@ class MathTask:
         self.train = load_examples(spec)
         if not self.train:
             raise DatasetError(f"data.train {spec.path}: no usable examples")
+        # Loaded now, not at the first evaluation: a benchmark neither pulled nor reachable stops the
+        # run before its first step.
+        b = cfg.benchmarks
+        self._eval_sets = {name: load_benchmark(name, b.data_root, b.limit) for name in benchmark_names(b.benchmarks)}
         self.verifier = MathVerifier(cfg.verifier)
+        self._logged = self.verifier.stats()
 
     def train_batch(self, step: int, size: int) -> list[Example]:
         n, orders = len(self.train), {}
         for p in range(step * size, (step + 1) * size):
             orders.setdefault(p // n, epoch_order(n, self.cfg.seed, p // n))
         return [self.train[orders[p // n][p % n]] for p in range(step * size, (step + 1) * size)]
-
-    @cached_property
-    def _eval_sets(self) -> dict[str, list[Example]]:
-        b = self.cfg.benchmarks
-        return {name: load_examples(dataclasses.replace(benchmark_spec(name, b.data_root), limit=b.limit))
-                for name in benchmark_names(b.benchmarks)}
 
     def eval_sets(self) -> dict[str, list[Example]]:
         return self._eval_sets
@@ -73,6 +66,14 @@ class MathTask:
 
     def reference_solution(self, problem: Example) -> str:
         return str(problem.extra.get(self.cfg.data.train.solution_field) or f"\\boxed{{{problem.answer}}}")
+
+    def metrics(self) -> dict[str, float]:
+        """verifier/<counter>: items, correct, timeouts, errors, budget_skipped, starts, restarts and
+        seconds of the verification since the last call (not running totals)."""
+        now = self.verifier.stats()
+        out = {f"verifier/{k}": now[k] - self._logged[k] for k in now}
+        self._logged = now
+        return out
 
     def close(self) -> None:
         self.verifier.close()
