@@ -76,8 +76,12 @@ def test_report_is_short_readable_and_shows_the_config_difference(pipeline_dir: 
     eq_steps = summary["methods"]["grpo_equal_compute"]["steps"]
     assert "| setting | GRPO | Critique-GRPO | GRPO at equal compute |" in lines
     assert "| `method` | `grpo` | `critique_grpo` | `grpo` |" in lines
-    assert f"| `train.steps` | `3` | `3` | `{eq_steps}` |" in lines
-    assert len([line for line in lines if line.startswith("| `")]) == 2      # nothing else differs
+    # Equal compute runs longer only when Critique-GRPO's steps were measured slower, which on the
+    # tiny preset timing noise can undo: then train.steps is the same in all runs and not listed.
+    differing = [line for line in lines if line.startswith("| `")]
+    if eq_steps > 3:
+        assert f"| `train.steps` | `3` | `3` | `{eq_steps}` |" in lines
+    assert len(differing) == (2 if eq_steps > 3 else 1)      # nothing else differs
     assert "`grpo/config.yaml`, `critique_grpo/config.yaml`, `grpo_equal_compute/config.yaml`" in report
     c, g = summary["methods"]["critique_grpo"], summary["methods"]["grpo"]
     [verdict] = [line for line in lines if line.startswith("- **Critique-GRPO vs GRPO**")]
