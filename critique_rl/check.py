@@ -21,7 +21,7 @@ from typing import Callable
 
 from critique_rl.config import Config, ConfigError, load_config
 from critique_rl.critics.base import CritiqueRequest, default_template
-from critique_rl.datasets_io import DatasetError, HubUnreachable, RowError, is_hub_id
+from critique_rl.datasets_io import DatasetError, HubUnreachable, RowError, looks_like_hub_id
 from critique_rl.templates import TemplateError, load_template
 
 # Rows of each dataset that are read and mapped: enough to catch a wrong mapping, fast on any source.
@@ -40,10 +40,11 @@ def _local_or_hub(value: str, key: str, kind: str, findings: list[Finding]) -> N
     path = Path(value).expanduser()
     if path.exists():
         return
-    if is_hub_id(value):
+    # The rule loading applies (modeling.check_model_source), so the check and the run agree.
+    if looks_like_hub_id(value):
         findings.append(Finding("note", f"{key} = {value!r}: a hub {kind} id, not fetched by this check"))
     else:
-        findings.append(Finding("error", f"{key} = {value!r}: no such file or directory, and not a hub {kind} id (owner/name)"))
+        findings.append(Finding("error", f"{key} = {value!r}: no such file or directory, and not a hub {kind} id"))
 
 
 def _needs(module: str, why: str, extra: str, findings: list[Finding], level: str = "error") -> None:

@@ -266,6 +266,27 @@ def is_hub_id(value: str) -> bool:
     return bool(HUB_ID.match(value))
 
 
+# A hub id ending like a file is a path typed without its folder: `model.safetensors`, `ws/config.json`.
+FILE_SUFFIXES = {".json", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".yaml", ".yml"}
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """Whether ``name`` has the shape of a hub model id (``name`` or ``owner/name``), not of a path.
+
+    Unlike a dataset id (``is_hub_id``), a model id may be one bare name, as transformers loads it.
+
+    >>> [looks_like_hub_id(n) for n in ("Qwen/Qwen2.5-7B", "gpt2", "runs/typo/warmstart", "./ws", "~/ws", "ws/")]
+    [True, True, False, False, False, False]
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return Path(name).suffix.lower() not in FILE_SUFFIXES
+
+
 @contextlib.contextmanager
 def _quiet_local(datasets: Any, local: bool):
     """No progress bars while a local file is read: "Generating split" for a file that takes a second

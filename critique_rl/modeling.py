@@ -86,25 +86,6 @@ class ModelLoadError(ValueError):
     """A model directory or hub id that does not load; the message is one line naming the setting."""
 
 
-# A hub id ending like a file is a path typed without its folder: `model.safetensors`, `ws/config.json`.
-FILE_SUFFIXES = {".json", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".yaml", ".yml"}
-
-
-def looks_like_hub_id(name: str) -> bool:
-    """Whether ``name`` has the shape of a hub model id (``name`` or ``owner/name``), not of a path.
-
-    >>> [looks_like_hub_id(n) for n in ("Qwen/Qwen2.5-7B", "gpt2", "runs/typo/warmstart", "./ws", "~/ws", "ws/")]
-    [True, True, False, False, False, False]
-    """
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return Path(name).suffix.lower() not in FILE_SUFFIXES
-
-
 def _whereabouts(name: str) -> str:
     """Where the missing path ``name`` resolved to, and the nearest folder that exists (typos show there)."""
     path = Path(name).expanduser().absolute()
@@ -123,7 +104,7 @@ def check_model_source(name: str, what: str = "model.name_or_path") -> dict:
     hub request. A hub id is loaded from the hub when a probe reaches it, else from the local cache
     only: an unreachable hub otherwise costs ~45 s of retries before the same failure.
     """
-    from critique_rl.datasets_io import hub_unreachable
+    from critique_rl.datasets_io import hub_unreachable, looks_like_hub_id
 
     if not name:
         raise ModelLoadError(f"{what} is empty: run `critique-rl warmstart` first or point it at a model")

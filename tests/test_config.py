@@ -102,3 +102,15 @@ def test_cross_field_checks_remain():
     assert load_config("toy", ["method=critique_grpo", "rollout.num_generations=1"]).rollout.num_generations == 1
     with pytest.raises(ConfigError, match=r"task.max_operand \(5\) must be >= task.min_operand \(10\)"):
         load_config("toy", ["task.max_operand=5"])
+
+
+def test_check_config_judges_model_names_as_loading_does(tmp_path, monkeypatch):
+    """A bare hub model id (gpt2) loads, so check-config notes it; a mistyped path is an error."""
+    from critique_rl.check import Finding, check_config
+
+    monkeypatch.chdir(tmp_path)
+    notes = check_config("tiny", ["model.name_or_path=gpt2"])
+    assert Finding("note", "model.name_or_path = 'gpt2': a hub model id, not fetched by this check") in notes
+    errors = check_config("tiny", ["model.name_or_path=runs/typo/warmstart"])
+    assert Finding("error", "model.name_or_path = 'runs/typo/warmstart': no such file or directory, "
+                            "and not a hub model id") in errors
