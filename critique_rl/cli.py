@@ -79,7 +79,7 @@ def cmd_warmstart(args) -> int:
 
 def cmd_train(args) -> int:
     from critique_rl.modeling import check_model_source
-    from critique_rl.pipeline import run_training, save_config
+    from critique_rl.pipeline import ensure_warm_start, run_training, save_config
     from critique_rl.trainer import Trainer
 
     if args.resume:
@@ -104,6 +104,10 @@ def cmd_train(args) -> int:
         run_dir = Path(args.out)
         if (run_dir / "metrics.jsonl").exists():
             raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+        if not cfg.model.name_or_path and cfg.task.name == "arithmetic":
+            # model.name_or_path empty means "the warm-start model of the run": trained once, kept beside the run
+            print(f"model.name_or_path is empty: warm-starting the tiny policy into {run_dir}/warmstart", flush=True)
+            cfg = apply_overrides(cfg, [f"model.name_or_path={ensure_warm_start(cfg, run_dir)}"])
         check_model_source(cfg.model.name_or_path)       # a mistyped path fails before the run directory is made
         final = run_training(cfg, run_dir)
     print(json.dumps(final, indent=2))

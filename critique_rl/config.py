@@ -155,6 +155,7 @@ class WarmStartConfig:
     max_tokens_per_microbatch: int = _f(4096, "Token budget (padded) of one forward/backward; sequences are grouped by length.", ge=1)
     refine_fraction: float = _f(0.35, "Share of refinement transcripts (question, wrong attempt, critique -> correction) in the warm-start mix.", ge=0, le=1)
     hard_refine_fraction: float = _f(0.5, "Share of hard problems among refinement transcripts; solve transcripts are always easy.", ge=0, le=1)
+    result_noise: float = _f(0.0, "Chance that each digit of an addition result in a solve transcript is replaced by another digit (the slip carries into the next step, as a model's own would). Noisy demonstrations leave the warm-started policy unsure of its arithmetic: the entropy preset's recipe for a policy whose entropy GRPO can collapse. 0: clean data (the plateau demo).", ge=0, le=1)
     hidden_size: int = _f(128, "Tiny Qwen2 hidden size.", ge=1)
     num_layers: int = _f(4, "Tiny Qwen2 decoder layers.", ge=1)
     num_heads: int = _f(4, "Tiny Qwen2 attention heads.", ge=1)

@@ -41,7 +41,9 @@ def run_training(cfg: Config, run_dir: Path, show_progress: bool = True) -> dict
         # Only a run that never reached a checkpoint starts over: one whose checkpoints are all broken
         # is kept, and resume() says what to do.
         if run_dir.exists() and not checkpoints(run_dir):
-            shutil.rmtree(run_dir)
+            for stale in run_dir.iterdir():      # the run's own warm start (train with no model) is kept
+                if stale.name != "warmstart":
+                    shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         save_config(cfg, run_dir)
     trainer = Trainer(cfg, run_dir, show_progress)
     if checkpoints(run_dir):

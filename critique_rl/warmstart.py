@@ -23,7 +23,7 @@ from critique_rl.config import Config
 from critique_rl.critics.base import CritiqueRequest, default_template
 from critique_rl.critics.rule import RuleCritic
 from critique_rl.modeling import build_char_tokenizer, build_tiny_model
-from critique_rl.tasks.arithmetic import ProblemSource, wrong_attempt
+from critique_rl.tasks.arithmetic import ProblemSource, noisy_solution, wrong_attempt
 from critique_rl.templates import load_template
 
 
@@ -41,7 +41,8 @@ class TranscriptMaker:
         ws = self.cfg.warmstart
         if rng.random() >= ws.refine_fraction:
             p = self.source.sample(rng, hard=False)
-            return self.solve.render(question=p.question), p.solution
+            solution = noisy_solution(rng, p, ws.result_noise) if ws.result_noise else p.solution
+            return self.solve.render(question=p.question), solution
         p = self.source.sample(rng, hard=rng.random() < ws.hard_refine_fraction)
         attempt = wrong_attempt(rng, p)
         [critique] = self.critic.critique([CritiqueRequest(p.question, attempt, str(p.answer), False, p)])

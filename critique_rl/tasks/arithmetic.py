@@ -131,6 +131,22 @@ def wrong_attempt(rng: random.Random, problem: Problem) -> str:
     return STEP_SEPARATOR.join(steps + [f"answer {total}"])
 
 
+def noisy_solution(rng: random.Random, problem: Problem, digit_noise: float) -> str:
+    """The reference solution with each digit of each addition result replaced, with chance
+    ``digit_noise``, by another digit (never a leading 0); a slip carries into the next step and
+    the final answer, so the transcript stays self-consistent. ``digit_noise`` = 0 gives the solution.
+    """
+    steps, total = [], problem.operands[0]
+    for x in problem.operands[1:]:
+        digits = list(str(total + x))
+        for i, d in enumerate(digits):
+            if rng.random() < digit_noise:
+                digits[i] = rng.choice([c for c in "0123456789" if c != d and (i or c != "0")])
+        steps.append(f"{total}+{x}={''.join(digits)}")
+        total = int("".join(digits))
+    return STEP_SEPARATOR.join(steps + [f"answer {total}"])
+
+
 EVAL_SEED = 1_000_003
 
 
