@@ -15,6 +15,8 @@ from torch import Tensor
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
 SCALE_REWARDS = ("none", "group")
 INTERVENTIONS = ("none", "clip_cov", "kl_cov", "gppo", "top_entropy_quantile")
+ENTROPY_AGGS = ("loss_type", "token_mean")
+REFINEMENT_WEIGHTS = ("equal", "paper")
 
 
 def token_logprobs_and_entropy(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -30,13 +32,16 @@ def token_logprobs_and_entropy(logits: Tensor, tokens: Tensor, temperature: floa
     return logp, entropy
 
 
-def group_advantages(rewards: Tensor, group_index: Tensor, scale_rewards: str = "none", eps: float = 1e-4) -> Tensor:
-    """A = r - mean(group), optionally divided by the group's population std + eps.
+def group_advantages(rewards: Tensor, group_index: Tensor, scale_rewards: str = "none", eps: float = 1e-4,
+                     unbiased: bool = False) -> Tensor:
+    """A = r - mean(group), optionally divided by the group's std + eps.
 
     ``rewards`` (N,), ``group_index`` (N,) long with ids 0..G-1 in any order; groups may differ
-    in size (e.g. 7 initial samples + 1 refinement). The std is the population one (divide by n,
-    not n - 1), so a group of one gets A = 0 rather than NaN.
-    Example: seven 0s and one 1 in a group -> -0.125 for each 0 and +0.875 for the 1.
+    in size (e.g. 7 initial samples + 1 refinement). The std is the population one (divide by n)
+    unless ``unbiased`` (divide by n - 1, as torch.std, TRL and the official code); a group of one
+    gets A = 0 rather than NaN either way (its centred reward is 0 and n - 1 is taken as 1).
+    Example: seven 0s and one 1 in a group -> -0.125 for each 0 and +0.875 for the 1;
+    [1, 0, 0, 0]: mean 0.25, population std 0.433, unbiased std 0.5.
     """
     if scale_rewards not in SCALE_REWARDS:
         raise ValueError(f"unknown scale_rewards {scale_rewards!r}; expected one of {SCALE_REWARDS}")
@@ -48,7 +53,8 @@ def group_advantages(rewards: Tensor, group_index: Tensor, scale_rewards: str = 
     centered = rewards - mean[group_index]  # (N,)
     if scale_rewards == "none":
         return centered
-    std = (torch.zeros_like(count).index_add_(0, group_index, centered.square()) / count).sqrt()
+    dof = (count - 1).clamp(min=1) if unbiased else count
+    std = (torch.zeros_like(count).index_add_(0, group_index, centered.square()) / dof).sqrt()
     return centered / (std[group_index] + eps)
 
 
@@ -181,6 +187,9 @@ def policy_loss(
     top_entropy_quantile: float = 0.2,
     generator: torch.Generator | None = None,
     tis_weight: Tensor | None = None,
+    entropy_agg: str = "loss_type",
+    refinement_weight: str = "equal",
+    num_refinements: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """Critique-GRPO loss on one micro-batch.
 
@@ -199,12 +208,36 @@ def policy_loss(
     over the kept tokens (selected + refinement) weighted by this micro-batch's share of the
     batch's tokens: num_tokens * kept / valid. With equal micro-batches that is the paper's
     per-micro-batch token mean divided by the number of micro-batches.
+    clip_cov's candidates always exclude the tokens PPO clips (ratio > 1 + epsilon_high with A > 0,
+    ratio < 1 - epsilon with A < 0), also when ``clip`` is off, as verl's clip_by_origin does.
     The entropy bonus (-entropy_coef * H) and the k3 KL to ``ref_logp`` (beta) cover all valid
-    tokens and use the caller's totals in every mode. ``tis_weight`` (B, T), from
-    ``truncated_is_weight``, scales the initial-sample token losses.
+    tokens and use the caller's totals in every mode; the bonus is aggregated like the loss
+    (``entropy_agg`` "loss_type") or as a token mean sum H / num_tokens ("token_mean", the official
+    code and TRL). ``tis_weight`` (B, T), from ``truncated_is_weight``, scales the initial-sample
+    token losses. The ratio's log is formed only at valid initial tokens (0 elsewhere), and the
+    k3 log ratio only at valid tokens, so zero-padded ``old_logp`` / ``ref_logp`` rows never make
+    an inf, and no 0 * inf = NaN reaches the gradient.
+
+    ``refinement_weight`` "equal" weighs every token alike (the official code). "paper" multiplies
+    the per-token policy loss of refinement rows by w = (num_sequences - num_refinements) /
+    num_refinements, both counts of the whole optimizer batch (n_I initial, n_R refinement
+    sequences, N = n_I + n_R), so that each part is normalised by its own count as in the paper's
+    J = J_init + J_refi: a refinement weighs n/k times a sample. Per loss type:
+      grpo:    [sum_init mean_t l + w * sum_refi mean_t l] / N
+               = n_I / N * (mean over initial sequences + mean over refinements)
+      dr_grpo: [sum_init sum_t l + w * sum_refi sum_t l] / (N * L)
+               = n_I / N * (sum_init / (n_I * L) + sum_refi / (n_R * L))
+      dapo:    [sum_init-tokens l + w * sum_refi-tokens l] / num_tokens: a refinement token weighs
+               w initial tokens, the denominator is unchanged.
+    The constant n_I / N = n / (n + k) is a fixed scale of the learning rate. The entropy bonus and
+    the KL are not reweighted.
     """
     if intervention not in INTERVENTIONS:
         raise ValueError(f"unknown intervention {intervention!r}; expected one of {INTERVENTIONS}")
+    if entropy_agg not in ENTROPY_AGGS:
+        raise ValueError(f"unknown entropy_agg {entropy_agg!r}; expected one of {ENTROPY_AGGS}")
+    if refinement_weight not in REFINEMENT_WEIGHTS:
+        raise ValueError(f"unknown refinement_weight {refinement_weight!r}; expected one of {REFINEMENT_WEIGHTS}")
     if entropy is None and (entropy_coef > 0 or intervention == "top_entropy_quantile"):
         raise ValueError("entropy is required when entropy_coef > 0 or intervention='top_entropy_quantile'")
     if ref_logp is None and beta > 0:
@@ -215,7 +248,8 @@ def policy_loss(
     initial = ~is_refinement.bool()[:, None] & mask  # (B, T)
     n_initial = int(initial.sum())
     adv = advantages.detach()[:, None].expand_as(logp)  # (B, T)
-    log_ratio = logp - old_logp
+    # masked before exp: zero-padded old_logp rows must not give inf (and 0 * inf = NaN gradients)
+    log_ratio = torch.where(initial, logp - old_logp, 0.0)
     ratio = torch.exp(log_ratio)
     # TRL's definitions: tokens PPO's min sends to the flat clamped branch (zero gradient); the
     # clip_ratio metrics count them in every mode, also when this mode does not clip
@@ -234,8 +268,8 @@ def policy_loss(
     selected = clipped_low | clipped_high  # gppo: the tokens whose gradient it keeps and PPO drops
     if intervention == "clip_cov":
         cov = _token_cov(logp, advantages, initial)
-        already_clipped = selected if clip else torch.zeros_like(selected)
-        candidates = initial & ~already_clipped & (cov > clip_cov_lb) & (cov < clip_cov_ub)
+        # the PPO-clipped tokens are never candidates, whether or not this loss clips (verl's clip_by_origin)
+        candidates = initial & ~selected & (cov > clip_cov_lb) & (cov < clip_cov_ub)
         selected = _random_subset_mask(candidates, _fraction_count(n_initial, clip_cov_ratio), generator)
         initial_loss = torch.where(selected, initial_loss.detach(), initial_loss)
     elif intervention == "kl_cov":
@@ -246,7 +280,10 @@ def policy_loss(
         k = min(n_initial, math.ceil(top_entropy_quantile * n_initial))
         selected = _top_k_mask(entropy, initial, k)
 
-    per_token = torch.where(refine, -adv * shaping_weight(logp.exp(), gamma), initial_loss)  # (B, T)
+    refine_loss = -adv * shaping_weight(logp.exp(), gamma)
+    if refinement_weight == "paper" and num_refinements > 0:
+        refine_loss = refine_loss * ((num_sequences - num_refinements) / num_refinements)
+    per_token = torch.where(refine, refine_loss, initial_loss)  # (B, T)
     policy_mask, policy_num_tokens = mask, num_tokens
     if intervention == "top_entropy_quantile":
         policy_mask = refine | selected
@@ -254,9 +291,10 @@ def policy_loss(
     totals = dict(loss_type=loss_type, num_sequences=num_sequences, max_completion_length=max_completion_length)
     loss = aggregate(per_token, policy_mask, num_tokens=policy_num_tokens, **totals)
     if entropy_coef > 0:
-        loss = loss - entropy_coef * aggregate(entropy, mask, num_tokens=num_tokens, **totals)
+        entropy_totals = {**totals, "loss_type": "dapo"} if entropy_agg == "token_mean" else totals
+        loss = loss - entropy_coef * aggregate(entropy, mask, num_tokens=num_tokens, **entropy_totals)
     if beta > 0:
-        log_ref_ratio = ref_logp.detach() - logp
+        log_ref_ratio = torch.where(mask, ref_logp.detach() - logp, 0.0)
         k3 = torch.exp(log_ref_ratio) - log_ref_ratio - 1
         loss = loss + beta * aggregate(k3, mask, num_tokens=num_tokens, **totals)
 
@@ -270,6 +308,7 @@ def policy_loss(
         }
         if intervention != "none":
             metrics["intervention/selected_tokens"] = float(selected.sum())
+            metrics["intervention/selected_frac"] = float(selected.sum()) / max(n_initial, 1)
     return loss, metrics
 
 
@@ -304,6 +343,39 @@ def entropy_stats(
     }
     stats.update({key: float(flags.float().mean()) for key, flags in above.items()})
     return stats
+
+
+def entropy_by_kind(
+    entropy: Tensor, mask: Tensor, kinds: Tensor, names: tuple[str, ...], quantile: float = 0.8
+) -> dict[str, float]:
+    """Where entropy lives: token entropies (B, T) over a 0/1 ``mask`` (B, T) split by token kind.
+
+    ``kinds`` (B, T) long indexes ``names`` (its values off the mask are ignored). Keys, per name:
+    entropy/kind/<name> (mean entropy of its valid tokens; absent when it has none),
+    entropy/kind_share/<name> (its share of the valid tokens) and entropy/top20_kind/<name> (its
+    share of the k = ceil(0.2 * N) highest-entropy valid tokens, the same top-k rule as
+    ``entropy_stats``; 20 follows ``quantile``). Empty mask: {}.
+    Example: names (a, b), valid entropies [0.1, 0.3, 2.0, 1.0, 0.2] of kinds [a, a, b, b, a]
+    -> kind/a = 0.2, kind/b = 1.5, kind_share 0.6 / 0.4, k = 1 (the 2.0): top20_kind 0 / 1.
+    """
+    mask = mask.bool()
+    values = entropy.detach().float()[mask]  # (N,)
+    labels = kinds.to(mask.device)[mask]  # (N,)
+    n = values.numel()
+    if n == 0:
+        return {}
+    top_fraction = 1 - quantile
+    k = max(1, math.ceil(top_fraction * n - 1e-9))  # the tolerance as in entropy_stats
+    top_labels = labels[values.topk(k).indices]  # (k,)
+    out = {}
+    for i, name in enumerate(names):
+        chosen = labels == i
+        count = int(chosen.sum())
+        if count:
+            out[f"entropy/kind/{name}"] = float(values[chosen].mean())
+        out[f"entropy/kind_share/{name}"] = count / n
+        out[f"entropy/top{100 * top_fraction:g}_kind/{name}"] = int((top_labels == i).sum()) / k
+    return out
 
 
 def logp_advantage_cov(logp: Tensor, advantages: Tensor, mask: Tensor) -> float:

@@ -2,6 +2,9 @@
 
     critique-rl pipeline --out runs/demo [--seed 1] [--config toy] [key=value ...]
     critique-rl warmstart --out runs/ws
+    critique-rl warmstart-critic --out runs/ws        # the tiny critic model: runs/ws/critic_model
+    critique-rl critic-quality --critic-model runs/ws/critic_model
+    critique-rl pipeline --critic model --out runs/demo-critic-model
     critique-rl train --out runs/cgrpo model.name_or_path=runs/ws method=critique_grpo
     critique-rl train --resume runs/cgrpo
     critique-rl eval --model runs/cgrpo/checkpoints/step-000150
@@ -11,7 +14,9 @@
     critique-rl data pull math500 aime24 [--dir DIR]
     critique-rl report runs/a runs/b --out runs/cmp
     critique-rl report runs/demo runs/demo-seed1    # folders of runs (pipeline outputs): all their runs
+    critique-rl compare --config entropy --seeds 0,1,2 --out runs/entropy-compare
     critique-rl inspect runs/cgrpo [--step 150] [--prompt 0] [--list]
+    critique-rl probe --model runs/ws [--critic examples/critic_self.yaml ...] [--problems 64] [--k 8] [--json]
     critique-rl render --template arithmetic/critique_cot.jinja --example 0
     critique-rl render --critic-prompt critic.backend=openai critic.api=completions
     critique-rl config show [PRESET]
@@ -60,9 +65,16 @@ def _config_name(args) -> str:
 def cmd_pipeline(args) -> int:
     from critique_rl.pipeline import run_pipeline
 
+    name = _config_name(args)
+    if args.critic == "model":
+        from critique_rl.warmstart import CRITIC_MODEL_OVERRIDES
+
+        name = _config_name(argparse.Namespace(config=f"{args.config} --critic model", overrides=args.overrides))
+        # The critic model's settings first: the command line's own overrides can still change them.
+        args.overrides = [*CRITIC_MODEL_OVERRIDES, *args.overrides]
     cfg = _load(args)
     out = Path(args.out)
-    summary = run_pipeline(cfg, out, config_name=_config_name(args))
+    summary = run_pipeline(cfg, out, config_name=name)
     print(f"report: {out / 'report.md'}  plots: {out / 'curves.png'}  numbers: {out / 'summary.json'}")
     print(summary["verdict"])
     return 0
@@ -77,9 +89,40 @@ def cmd_warmstart(args) -> int:
     return 0
 
 
+def cmd_warmstart_critic(args) -> int:
+    from critique_rl.pipeline import ensure_critic_model
+
+    cfg = _load(args)
+    if args.no_quality:
+        cfg.critic_model.eval_problems = 0
+    reused = (Path(args.out) / "critic_model" / "model.safetensors").is_file()
+    path = ensure_critic_model(cfg, Path(args.out))
+    print(f"critic model {'reused (already there)' if reused else 'saved'}: {path}")
+    return 0
+
+
+def cmd_critic_quality(args) -> int:
+    from critique_rl.critic_quality import critic_model_quality
+    from critique_rl.warmstart import CRITIC_MODEL_OVERRIDES
+
+    cfg = _load(args)
+    if cfg.critic.backend not in ("hf", "self"):
+        # Not a model critic's config: the critic model's settings, under the command line's overrides.
+        args.overrides = [*CRITIC_MODEL_OVERRIDES, *args.overrides]
+        cfg = _load(args)
+    print(json.dumps(critic_model_quality(cfg, args.critic_model, args.problems)))
+    return 0
+
+
 def cmd_train(args) -> int:
     from critique_rl.modeling import check_model_source
-    from critique_rl.pipeline import ensure_warm_start, run_training, save_config
+    from critique_rl.pipeline import (
+        ensure_critic_model,
+        ensure_warm_start,
+        run_training,
+        save_config,
+        wants_critic_model,
+    )
     from critique_rl.trainer import Trainer
 
     if args.resume:
@@ -108,6 +151,10 @@ def cmd_train(args) -> int:
             # model.name_or_path empty means "the warm-start model of the run": trained once, kept beside the run
             print(f"model.name_or_path is empty: warm-starting the tiny policy into {run_dir}/warmstart", flush=True)
             cfg = apply_overrides(cfg, [f"model.name_or_path={ensure_warm_start(cfg, run_dir)}"])
+        if cfg.method == "critique_grpo" and wants_critic_model(cfg):
+            # critic.backend hf with critic.model empty: the run's own tiny critic model, kept beside the run
+            print(f"critic.model is empty: training the tiny critic model into {run_dir}/critic_model", flush=True)
+            cfg = apply_overrides(cfg, [f"critic.model={ensure_critic_model(cfg, run_dir)}"])
         check_model_source(cfg.model.name_or_path)       # a mistyped path fails before the run directory is made
         final = run_training(cfg, run_dir)
     print(json.dumps(final, indent=2))
@@ -246,6 +293,21 @@ def cmd_inspect(args) -> int:
     return inspect_run(Path(args.run), args.step, args.prompt, args.list, args.attempt_tokens, args.full, args.color)
 
 
+def cmd_probe(args) -> int:
+    from critique_rl.probe import critic_from_file, critic_labels, format_table, json_line, run_probe
+
+    cfg = _load(args)
+    paths = args.critic or []
+    critics = list(zip(critic_labels(paths), [critic_from_file(cfg, path) for path in paths])) or [(cfg.critic.backend, cfg.critic)]
+    result = run_probe(cfg, args.model, critics, args.problems, args.k, args.refinements, args.max_candidates)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_table(result))
+        print(json_line(result))
+    return 0
+
+
 def example_request(cfg, index: int):
     """A critique request for evaluation problem ``index`` with a plausible wrong attempt."""
     import random
@@ -266,7 +328,7 @@ def example_prompts(cfg, index: int) -> dict[str, str]:
     from critique_rl.templates import load_template
 
     request = example_request(cfg, index)
-    [critique] = build_critic(cfg.critic, cfg.task.name).critique([request])
+    [critique] = build_critic(cfg.critic, cfg.task.name, seed=cfg.seed).critique([request])
     return {
         "solve": load_template(cfg.prompts.solve).render(question=request.question),
         "critique": critique.text,
@@ -305,35 +367,75 @@ def cmd_fit_entropy(args) -> int:
         pairs_from_jsonl,
         pairs_from_run,
         plot_fit,
+        window_points,
     )
 
     if not args.runs and not args.jsonl:
         raise ConfigError("fit-entropy needs RUN_DIR arguments or --jsonl FILE")
     series = [pairs_from_run(Path(d), args.accuracy_key) for d in args.runs] + \
              ([pairs_from_jsonl(Path(args.jsonl))] if args.jsonl else [])
-    fit = fit_on_prefix(series, args.fit_fraction)
+    fit = fit_on_prefix(series, args.fit_fraction, args.window, args.heldout_steps)
     entropy, accuracy = [h for H, _ in series for h in H], [r for _, R in series for r in R]
     plot = Path(args.plot or (Path(args.runs[0]) / "entropy_law.png" if args.runs else "entropy_law.png"))
-    plot_fit(entropy, accuracy, fit, plot)
+    plot_fit(entropy, accuracy, fit, plot, window_points(series, args.window))
     if args.json:
         print(json.dumps({**fit.to_dict(), "plot": str(plot)}))
     else:
+        def r2(v):
+            return "—" if v is None else f"{v:.4f}"
+
         print(f"R = -a*exp(H) + b fitted on {fit.points} points: a = {fit.a:.4g}, b = {fit.b:.4g}, "
-              f"ceiling b - a = {fit.ceiling:.4f}, rmse = {fit.rmse:.4f}")
+              f"ceiling b - a = {fit.ceiling:.4f}, rmse = {fit.rmse:.4f}, R² = {r2(fit.r2)}")
+        if fit.window_a is not None:
+            print(f"fitted on {fit.window_points} means of {fit.window} steps: a = {fit.window_a:.4g}, "
+                  f"b = {fit.window_b:.4g}, ceiling b - a = {fit.window_ceiling:.4f}, R² = {r2(fit.r2_window)}")
+        else:
+            print(f"window fit: {fit.window_points} means of {fit.window} steps, fewer than the 3 it needs")
         if fit.heldout_points:
-            print(f"prediction of the {fit.heldout_points} later points: rmse = {fit.heldout_rmse:.4f}")
+            print(f"prediction of the {fit.heldout_points} later points: rmse = {fit.heldout_rmse:.4f}; mean accuracy over "
+                  f"each run's last {args.heldout_steps} held-out steps ({fit.heldout_mean_points} points): predicted "
+                  f"{fit.heldout_predicted_mean:.4f}, actual {fit.heldout_actual_mean:.4f}, "
+                  f"error {fit.heldout_mean_error:+.4f}")
         print(f"plot: {plot}")
     return 0
 
 
-def cmd_compare(args) -> int:
-    from critique_rl.compare import COMBINED, METHODS, run_compare
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated integers such as 0,1,2, got {text!r}")
+    return seeds
 
+
+def cmd_compare(args) -> int:
+    import shlex
+
+    from critique_rl.compare import DEFAULT_METHODS, run_compare, run_compare_seeds
+
+    if args.seeds is not None and args.seed is not None:
+        raise ConfigError("compare: give --seed (one seed, runs in --out) or --seeds (runs in --out/seed{N}), not both")
     cfg = _load(args)
-    methods = [*METHODS, COMBINED] if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
-    result = run_compare(cfg, Path(args.out), methods, config_name=_config_name(args))
-    print((Path(args.out) / "compare.md").read_text(), end="")
-    print(f"table: {Path(args.out) / 'compare.md'}  plots: {Path(args.out) / 'curves.png'}  ({len(result['methods'])} methods)")
+    methods = DEFAULT_METHODS if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    out = Path(args.out)
+    seed_args = (["--seeds", ",".join(map(str, args.seeds))] if args.seeds is not None
+                 else ["--seed", str(args.seed)] if args.seed is not None else [])
+    command = shlex.join(["critique-rl", "compare", "--config", args.config, *seed_args, "--methods", args.methods,
+                          "--out", args.out, *args.overrides])
+    if args.seeds is not None:
+        result = run_compare_seeds(cfg, out, methods, args.seeds, config_name=_config_name(args), command=command)
+        walls = result["wall_seconds"]
+        plots = f"{out / 'entropy.png'}, {out / 'entropy_reward.png'}, {out}/seed{{N}}/curves.png"
+    else:
+        result = run_compare(cfg, out, methods, config_name=_config_name(args), command=command)
+        walls = {str(result["seed"]): result["wall_seconds"]}
+        plots = f"{out / 'curves.png'}, {out / 'entropy.png'}, {out / 'entropy_reward.png'}"
+    print((out / "compare.md").read_text(), end="")
+    print(f"table: {out / 'compare.md'}  numbers: {out / 'compare.json'}  plots: {plots}  ({len(result['methods'])} methods)")
+    print("wall time: " + ", ".join(f"seed {seed} {s:.0f} s" for seed, s in walls.items())
+          + f"; total {sum(walls.values()):.0f} s")
     return 0
 
 
@@ -396,12 +498,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("pipeline", help="warm start, GRPO vs Critique-GRPO, evaluation, report"))
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int)
+    p.add_argument("--critic", choices=["config", "model"], default="config",
+                   help="who critiques: the config's critic [config], or 'model': a tiny critic model trained from scratch "
+                   "into OUT/critic_model (critic.backend hf, critic.model empty; warmstart.CRITIC_MODEL_OVERRIDES, "
+                   "applied before the overrides given)")
     p.set_defaults(func=cmd_pipeline)
 
     p = with_config(sub.add_parser("warmstart", help="train the tiny policy from scratch"))
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int)
     p.set_defaults(func=cmd_warmstart)
+
+    p = with_config(sub.add_parser("warmstart-critic", help="train the tiny critic model from scratch (critic_model) into "
+                                   "OUT/critic_model, then print its critic quality"))
+    p.add_argument("--out", required=True, help="folder of critic_model/ (the folder of a warm start too, if you like)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-quality", action="store_true", help="skip the quality check (critic_model.eval_problems=0)")
+    p.set_defaults(func=cmd_warmstart_critic)
+
+    p = with_config(sub.add_parser("critic-quality", help="verdict and first-wrong-step accuracy of a critic model's "
+                                   "critiques of held-out attempts, against the rule critic: one JSON line"))
+    p.add_argument("--critic-model", required=True, help="a model directory (critic_model/ of warmstart-critic, or a "
+                   "self-critic policy with critic.backend=self)")
+    p.add_argument("--problems", type=int, help="held-out easy and as many hard problems [critic_model.eval_problems]")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_critic_quality)
 
     p = with_config(sub.add_parser("train", help="RL from a policy (model.name_or_path)"))
     p.add_argument("--out")
@@ -453,6 +574,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="colours: on a terminal only (and not under NO_COLOR) [auto], always (e.g. CI logs), never")
     p.set_defaults(func=cmd_inspect)
 
+    p = with_config(sub.add_parser("probe", help="critique problems the policy persistently fails (0 of k correct) with "
+                                   "each critique kind and critic, refine, and count the solved ones"))
+    p.add_argument("--model", required=True, help="the policy: a model directory (a warm start, a checkpoint) or hub id")
+    p.add_argument("--critic", action="append", metavar="CRITIC.yaml", help="a YAML file whose critic: section is merged "
+                   "over the config's (e.g. examples/critic_hf.yaml); repeat to compare critics [the config's critic]")
+    p.add_argument("--problems", type=int, default=64, help="persistent failures to probe [64]")
+    p.add_argument("--k", type=int, default=8, help="samples per candidate problem; 0 of k correct is a persistent failure [8]")
+    p.add_argument("--refinements", type=int, default=1, help="refinements sampled per critique [1]")
+    p.add_argument("--max-candidates", type=int, help="training problems sampled at most while looking for failures [16 x --problems]")
+    p.add_argument("--seed", type=int, help="seed of the candidate problems and the sampling [the config's]")
+    p.add_argument("--json", action="store_true", help="print only the JSON object (else a table, then it on a line "
+                   "starting 'probe-json: ')")
+    p.set_defaults(func=cmd_probe)
+
     p = with_config(sub.add_parser("render", help="print what a template renders for an example problem"))
     p.add_argument("--template", default="", help="template path or packaged name [all: solve, critique, refine]")
     p.add_argument("--example", type=int, default=0)
@@ -464,15 +599,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", help="run directories (pairs: each step's entropy and --accuracy-key)")
     p.add_argument("--jsonl", help='a file of {"entropy": H, "accuracy": R} objects')
     p.add_argument("--accuracy-key", default="reward", help="metric used as accuracy R [reward: the step's training accuracy, logged every step; eval/hard_pass1 keeps only eval steps, each with its own step's entropy]")
-    p.add_argument("--fit-fraction", type=float, default=1.0, help="fit on the first fraction of points, score the rest")
+    p.add_argument("--fit-fraction", type=float, default=1.0, help="fit on the first fraction of each run's points, score "
+                   "the rest: heldout_rmse, and heldout_mean_error = predicted - actual mean accuracy of the last --heldout-steps")
+    p.add_argument("--window", type=int, default=10, help="steps averaged into one point of the window fit (r2_window, "
+                   "window_a/b/ceiling), each run on its own [10]")
+    p.add_argument("--heldout-steps", type=int, default=30, help="with --fit-fraction < 1: the last steps of each run "
+                   "whose mean accuracy the fit predicts [30]")
     p.add_argument("--plot", help="PNG path [RUN_DIR/entropy_law.png]")
-    p.add_argument("--json", action="store_true", help="print one JSON object: a, b, ceiling, rmse, ...")
+    p.add_argument("--json", action="store_true", help="print one JSON object: a, b, ceiling, rmse, r2, r2_window, ...")
     p.set_defaults(func=cmd_fit_entropy)
 
-    p = with_config(sub.add_parser("compare", help="GRPO, Critique-GRPO and the entropy interventions from one warm start"))
+    p = with_config(sub.add_parser("compare", help="GRPO, Critique-GRPO and the entropy interventions from one warm start "
+                                   "per seed"))
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--methods", default="all", help="comma-separated names from compare.METHODS and critique_grpo+best [all]")
+    p.add_argument("--seed", type=int, help="one seed, its runs directly in --out [the config's]")
+    p.add_argument("--seeds", type=_seed_list, metavar="S1,S2,...", help="several seeds: each in OUT/seed{N} with its "
+                   "own warm start; OUT/compare.md and compare.json give mean ± std over them")
+    p.add_argument("--methods", default="all", help="comma-separated names from compare.METHODS (grpo_std only by name) "
+                   "and critique_grpo+best [all: grpo, clip_higher, clip_cov, kl_cov, gppo, top_entropy, entropy_bonus, "
+                   "critique_grpo, critique_grpo+best]")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("check-config", help="validate presets or YAML files without a GPU or a download: templates render, "

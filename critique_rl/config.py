@@ -161,6 +161,28 @@ class WarmStartConfig:
     num_heads: int = _f(4, "Tiny Qwen2 attention heads.", ge=1)
     intermediate_size: int = _f(512, "Tiny Qwen2 MLP width.", ge=1)
     max_position_embeddings: int = _f(256, "Tiny Qwen2 context length (characters).", ge=1)
+    critique_fraction: float = _f(0.0, "Share of critique transcripts in the warm-start mix (self-critique, multi-task): the critic prompt (critic.prompt_template, rendered as critic.backend sees it) of a correct, wrong or flawed attempt -> the rule critic's chain-of-thought critique, drawn as for the critic model (critic_model.correct_fraction, flawed_fraction, hard_fraction), so the policy learns to critique for critic.backend self. Critic prompts are ~330-420 characters: max_position_embeddings must hold them (preset self-critic: 512). 0: none, and no random draw for them (the warm start is the same as without the field).", ge=0, le=1)
+
+
+@dataclass
+class CriticModelConfig:
+    steps: int = _f(1000, "Supervised steps training the tiny critic model from scratch (`critique-rl warmstart-critic`; the pipeline with critic.backend hf and an empty critic.model).", ge=1)
+    batch_size: int = _f(64, "Sequences per supervised step (critique and solve transcripts, solve_fraction).", ge=1)
+    learning_rate: float = _f(3e-3, "Peak AdamW learning rate (linear warmup, cosine decay to 10%).", gt=0)
+    warmup_steps: int = _f(30, "Linear warmup steps.", ge=0)
+    max_tokens_per_microbatch: int = _f(8192, "Token budget (padded) of one forward/backward.", ge=1)
+    hard_fraction: float = _f(0.5, "Share of hard problems among the critiqued problems (the rest easy).", ge=0, le=1)
+    correct_fraction: float = _f(0.2, "Share of attempts that are the reference solution (critique: every step ok, verdict correct).", ge=0, le=1)
+    flawed_fraction: float = _f(0.3, "Share of deliberately flawed attempts, for robustness to inputs unlike wrong_attempt's: an operand copied wrong, a truncated attempt, the operands in another order, random digit slips; the rest (1 - correct_fraction - flawed_fraction) are wrong_attempt's (one addition goes wrong, the error propagates).", ge=0, le=1)
+    solve_fraction: float = _f(0.75, "Share of solve transcripts (question -> reference solution, easy and hard problems) among the critic model's sequences, the rest critique transcripts: a critic checks additions, and these short sequences (~45 tokens against ~480) teach copying and addition cheaply: without them 600 steps did not learn to copy the attempt's operands into a critique.", ge=0, le=1)
+    prompt_loss_weight: float = _f(1.0, "Weight of each prompt token's loss beside a critique token's (0: critiques only). The prompts hold what a critic must read and check (the question's operands copied into the attempt, their additions, the reference answer as their sum), and their tokens cost no extra forward pass.", ge=0)
+    chat_fraction: float = _f(0.5, "Share of prompts wrapped in the critic's chat template (ChatML, saved with the model), the rest raw: the same model serves critic.api chat and completions.", ge=0, le=1)
+    hidden_size: int = _f(96, "Critic Qwen2 hidden size.", ge=1)
+    num_layers: int = _f(3, "Critic Qwen2 decoder layers.", ge=1)
+    num_heads: int = _f(4, "Critic Qwen2 attention heads.", ge=1)
+    intermediate_size: int = _f(384, "Critic Qwen2 MLP width.", ge=1)
+    max_position_embeddings: int = _f(512, "Critic Qwen2 context length (characters): a critic prompt (~330-420, plus ~50 for the chat template) and its critique (critic.max_tokens).", ge=1)
+    eval_problems: int = _f(100, "Quality check after training (`critique-rl critic-quality`): this many held-out easy and as many hard problems, each critiqued as a wrong_attempt and as its correct solution (0: no check).", ge=0)
 
 
 @dataclass
@@ -230,6 +252,8 @@ class CriticConfig:
     self_reference: bool = _f(True, "self: show the policy the reference answer when it critiques (false: the critic prompt has none; pick fallback: indicative to keep it out of fallback critiques too).")
     device: str = _f("auto", "hf: torch device of the critic model ('auto', 'cpu', 'cuda', 'cuda:1' ...).")
     torch_dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "hf: parameter dtype of the critic model.")
+    noise: float = _f(0.0, "rule critic, cot critiques: the share of critiques that name a wrong step or a wrong value (a deliberately flawed critic, to measure how critic quality moves the result); drawn per request from (seed, question, attempt), so reproducible and resume-safe; counted in critic/noised, marked noised in the critique's provenance.", ge=0, le=1)
+    noise_verdict: Literal["keep", "flip"] = _f("keep", "rule critic with noise: 'keep' the true verdict in noised critiques; 'flip': invert it too.")
 
 
 @dataclass
@@ -245,11 +269,14 @@ class RefineConfig:
 class LossConfig:
     loss_type: Literal["grpo", "dapo", "dr_grpo"] = _f("dr_grpo", "'grpo' per-sequence mean; 'dapo' token mean over the batch; 'dr_grpo' sum / (sequences * max_completion_length).")
     scale_rewards: Literal["none", "group"] = _f("none", "Advantage = reward - group mean, divided by the group std if 'group'.")
+    std_unbiased: bool = _f(False, "With scale_rewards 'group': divide by the unbiased std (n - 1, as TRL and the official code) instead of the population std (n; default, kept so earlier runs reproduce). A group of one gets advantage 0 either way.")
     epsilon: float = _f(0.2, "Lower PPO clip range of the importance ratio (initial samples).", ge=0, le=1)
     epsilon_high: float = _f(0.2, "Upper PPO clip range (DAPO clip-higher: 0.28).", ge=0)
     clip: bool = _f(True, "PPO clipping on initial samples (the official code has none).")
     gamma: float = _f(0.1, "Policy shaping f(p) = p / (p + gamma) on refinement tokens.", gt=0)
     entropy_coef: float = _f(0.0, "Entropy bonus coefficient (the official code uses 0.001).", ge=0)
+    entropy_agg: Literal["loss_type", "token_mean"] = _f("loss_type", "How the entropy bonus is averaged: 'loss_type' like the policy loss (default, kept so earlier runs reproduce); 'token_mean' sum of H over the batch's valid tokens / their number (the official code and TRL).")
+    refinement_weight: Literal["equal", "paper"] = _f("equal", "'equal': every token weighs alike (the official code; default, kept so earlier runs reproduce); 'paper': refinement token losses are multiplied by (initial sequences / refinement sequences) of the optimizer batch, so the refinement part is normalised by its own count as in the paper's J_init + J_refi.")
     beta: float = _f(0.0, "k3 KL penalty to the frozen initial policy (0: no KL, no reference model kept).", ge=0)
     intervention: Literal["none", "clip_cov", "kl_cov", "gppo", "top_entropy_quantile"] = _f("none", "Entropy-collapse remedy applied to initial-sample tokens.")
     clip_cov_ratio: float = _f(2e-4, "Clip-Cov: fraction of tokens whose gradient is detached.", ge=0, le=1)
@@ -330,6 +357,7 @@ class Config:
     warmstart: WarmStartConfig = field(default_factory=WarmStartConfig, metadata={"help": "Supervised warm start of the tiny model."})
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "Sampling of completions and refinements."})
     critic: CriticConfig = field(default_factory=CriticConfig, metadata={"help": "The critic of failed attempts."})
+    critic_model: CriticModelConfig = field(default_factory=CriticModelConfig, metadata={"help": "The tiny critic model trained from scratch for critic.backend hf on the synthetic task."})
     refine: RefineConfig = field(default_factory=RefineConfig, metadata={"help": "Which groups get refinements and which refinements join."})
     loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "Advantages, policy loss and entropy interventions."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "The RL optimisation loop."})
@@ -475,8 +503,14 @@ def validate(cfg: Config) -> None:
         problems.append(f"train.prompts_per_step ({cfg.train.prompts_per_step}) must be divisible by train.mini_batches ({cfg.train.mini_batches})")
     if cfg.task.max_operand < cfg.task.min_operand:
         problems.append(f"task.max_operand ({cfg.task.max_operand}) must be >= task.min_operand ({cfg.task.min_operand})")
+    if cfg.critic_model.correct_fraction + cfg.critic_model.flawed_fraction > 1:
+        problems.append(f"critic_model.correct_fraction ({cfg.critic_model.correct_fraction}) + critic_model.flawed_fraction "
+                        f"({cfg.critic_model.flawed_fraction}) must be <= 1")
     if cfg.loss.clip_cov_ub < cfg.loss.clip_cov_lb:
         problems.append(f"loss.clip_cov_ub ({cfg.loss.clip_cov_ub}) must be >= loss.clip_cov_lb ({cfg.loss.clip_cov_lb})")
+    if cfg.critic.noise > 0 and (cfg.critic.backend != "rule" or cfg.critic.critique_type != "cot"):
+        problems.append(f"critic.noise ({cfg.critic.noise}) noises chain-of-thought critiques of the rule critic only; "
+                        f"it needs critic.backend rule and critic.critique_type cot")
     if cfg.task.name == "math" and cfg.critic.backend == "rule" and cfg.critic.critique_type == "cot" and not cfg.critic.template:
         problems.append("critic.backend rule writes chain-of-thought critiques only for the arithmetic task; for math use "
                         "critic.backend openai, hf or self, or critic.critique_type indicative or ground_truth")

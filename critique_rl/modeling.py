@@ -23,7 +23,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from critique_rl.config import ModelConfig, WarmStartConfig
+from critique_rl.config import CriticModelConfig, ModelConfig, WarmStartConfig
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
 CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " \n"
@@ -55,7 +55,7 @@ def _byte_level(ch: str) -> str:
     return chr(256 + shifted.index(code))
 
 
-def build_tiny_model(cfg: WarmStartConfig, tokenizer: PreTrainedTokenizerFast, seed: int) -> Qwen2ForCausalLM:
+def build_tiny_model(cfg: WarmStartConfig | CriticModelConfig, tokenizer: PreTrainedTokenizerFast, seed: int) -> Qwen2ForCausalLM:
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(tokenizer),

@@ -22,7 +22,7 @@ from critique_rl.report import EARLY_KEY, METHOD_LABELS, config_differences, dif
 from critique_rl.tracking import forget_runs
 from critique_rl.tracking import require as require_trackers
 from critique_rl.trainer import Trainer
-from critique_rl.warmstart import warm_start
+from critique_rl.warmstart import warm_start, warm_start_critic
 
 
 def save_config(cfg: Config, run_dir: Path) -> None:
@@ -41,8 +41,8 @@ def run_training(cfg: Config, run_dir: Path, show_progress: bool = True) -> dict
         # Only a run that never reached a checkpoint starts over: one whose checkpoints are all broken
         # is kept, and resume() says what to do.
         if run_dir.exists() and not checkpoints(run_dir):
-            for stale in run_dir.iterdir():      # the run's own warm start (train with no model) is kept
-                if stale.name != "warmstart":
+            for stale in run_dir.iterdir():      # the run's own warm start and critic model (train) are kept
+                if stale.name not in ("warmstart", "critic_model"):
                     shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         save_config(cfg, run_dir)
     trainer = Trainer(cfg, run_dir, show_progress)
@@ -84,6 +84,38 @@ def ensure_warm_start(cfg: Config, out: Path, show_progress: bool = True) -> Pat
         shutil.rmtree(ws_dir, ignore_errors=True)
         tmp.rename(ws_dir)
     return ws_dir
+
+
+def wants_critic_model(cfg: Config) -> bool:
+    """critic.backend hf with an empty critic.model on the synthetic task: the run's own tiny critic
+    model, trained into OUT/critic_model (as an empty model.name_or_path means OUT/warmstart)."""
+    return cfg.critic.backend == "hf" and not cfg.critic.model and cfg.task.name == "arithmetic"
+
+
+def ensure_critic_model(cfg: Config, out: Path, show_progress: bool = True) -> Path:
+    """OUT/critic_model: trained from scratch (``critic_model``) unless it is there, with its config.yaml
+    and training.json (steps, seconds, final loss and, with critic_model.eval_problems > 0, its
+    quality, also printed)."""
+    check_warm_startable(cfg)
+    model_dir = out / "critic_model"
+    if not (model_dir / "model.safetensors").is_file():
+        tmp = out / ".critic_model-tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_config(cfg, tmp)
+        trained = warm_start_critic(cfg, tmp, show_progress)
+        info = {k: v for k, v in trained.items() if k != "losses"}
+        if cfg.critic_model.eval_problems:
+            from critique_rl.critic_quality import critic_model_quality, quality_critic
+
+            info["quality"] = critic_model_quality(quality_critic(cfg), tmp)
+            info["quality"]["model"] = str(model_dir)
+        write_atomic(tmp / "training.json", json.dumps(info, indent=2))
+        shutil.rmtree(model_dir, ignore_errors=True)
+        tmp.rename(model_dir)
+        if "quality" in info and is_main_process():
+            print(f"critic model: {info['steps']} steps in {info['train_seconds']:.0f} s, final loss "
+                  f"{info['final_loss']:.4f}; quality: {json.dumps(info['quality'])}", flush=True)
+    return model_dir
 
 
 def _seconds_per_step(run_dir: Path) -> float:
@@ -135,15 +167,22 @@ def run_pipeline(cfg: Config, out: Path, show_progress: bool = True, config_name
     start = time.perf_counter()
     check_warm_startable(cfg)       # before the first header: a command that cannot run prints only its error
     out.mkdir(parents=True, exist_ok=True)
-    total = 5 if cfg.pipeline.equal_compute else 4
+    critic_model = wants_critic_model(cfg)
+    total = (5 if cfg.pipeline.equal_compute else 4) + critic_model
     ws_state = ": reused" if (out / "warmstart" / "model.safetensors").is_file() else ""
     _phase(1, total, f"warm start ({cfg.warmstart.steps} steps){ws_state}")
     ws_dir = ensure_warm_start(cfg, out, show_progress)
     policy = dataclasses.replace(cfg.model, name_or_path=str(ws_dir))
     reused = bool(ws_state)
+    if critic_model:
+        # critic.backend hf without a model: the run's own critic model, trained once, for every run's config.
+        cm_state = ": reused" if (out / "critic_model" / "model.safetensors").is_file() else ""
+        _phase(2, total, f"critic model ({cfg.critic_model.steps} steps){cm_state}")
+        reused &= bool(cm_state)
+        cfg = dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, model=str(ensure_critic_model(cfg, out, show_progress))))
 
     runs = {}
-    for index, method in enumerate(("grpo", "critique_grpo"), start=2):
+    for index, method in enumerate(("grpo", "critique_grpo"), start=2 + critic_model):
         run_cfg = dataclasses.replace(cfg, method=method, model=policy)
         state = _run_state(out / method, run_cfg)
         reused &= state.startswith(": reused")
@@ -159,7 +198,7 @@ def run_pipeline(cfg: Config, out: Path, show_progress: bool = True, config_name
         run_cfg = dataclasses.replace(cfg, method="grpo", model=policy, train=dataclasses.replace(cfg.train, steps=steps))
         state = _run_state(out / "grpo_equal_compute", run_cfg)
         reused &= state.startswith(": reused")
-        _phase(4, total, f"GRPO at equal compute ({steps} steps: continues GRPO after step {cfg.train.steps}){state}")
+        _phase(4 + critic_model, total, f"GRPO at equal compute ({steps} steps: continues GRPO after step {cfg.train.steps}){state}")
         continue_run(out / "grpo", out / "grpo_equal_compute", run_cfg, show_progress)
         runs["grpo_equal_compute"] = out / "grpo_equal_compute"
 
@@ -167,7 +206,8 @@ def run_pipeline(cfg: Config, out: Path, show_progress: bool = True, config_name
     previous = out / "summary.json"
     # A rerun that trained nothing only re-renders the report: the wall time stays the training's.
     kept_wall = json.loads(previous.read_text()).get("wall_seconds") if reused and previous.is_file() else None
-    notes = (f"Warm start: `{ws_dir}`. Every run starts from it with seed {cfg.seed}; GRPO and Critique-GRPO "
+    notes = (f"Critic: the tiny critic model `{cfg.critic.model}` (critic.backend hf). " if critic_model else "") + (
+             f"Warm start: `{ws_dir}`. Every run starts from it with seed {cfg.seed}; GRPO and Critique-GRPO "
              "differ only in `method`" + ("; GRPO at equal compute continues the GRPO run for the wall-clock time "
                                           "Critique-GRPO took (at GRPO's own cost per step)." if "grpo_equal_compute" in runs else "."))
     # summary.json keys methods by their config name so scripts need not parse labels.

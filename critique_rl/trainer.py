@@ -36,8 +36,9 @@ from critique_rl.checkpoint import (
 )
 from critique_rl.config import Config, ConfigError
 from critique_rl.critics import CritiqueRequest, build_critic
+from critique_rl.critics.base import critic_reference
 from critique_rl.distributed import Distributed
-from critique_rl.evaluate import greedy_pass1, sampled_pass_at_k
+from critique_rl.evaluate import greedy_pass1, pass_ks, sampled_pass_at_ks
 from critique_rl.interrupts import ALARM_EXIT_CODE, GracefulStop, NonFiniteLoss, TrainingInterrupted
 from critique_rl.metrics import MetricsLogger, one_line_summary
 from critique_rl.modeling import load_policy, load_trained_weights
@@ -46,7 +47,7 @@ from critique_rl.refine import (
     choose_refinements,
     groups_to_refine,
 )
-from critique_rl.rollout import SamplingParams, build_engine
+from critique_rl.rollout import SamplingParams, build_engine, rollout_sampling
 from critique_rl.tasks import build_task
 from critique_rl.templates import PolicyPrompts
 
@@ -62,9 +63,11 @@ class Member:
     is_refinement: bool
     rollout_logprobs: list[float] | None = None         # the sampler's, when the engine reports them
     old_logp: torch.Tensor | None = None                # under the policy that sampled it (off-policy updates)
+    old_entropy: torch.Tensor | None = None             # the same forward's token entropies, on the CPU (for metrics)
     ref_logp: torch.Tensor | None = None                # under the frozen reference (beta > 0)
     advantage: float = 0.0                              # set by optimize
     token_logprobs: list[float] | None = None           # set by optimize for the groups logged to samples.jsonl
+    problem: object | None = None                       # initial samples: the task problem, for token kinds
 
 
 @dataclass
@@ -88,7 +91,7 @@ class Trainer:
         self.prompts = PolicyPrompts(cfg.prompts, self.tokenizer)
         self.task = build_task(cfg)
         self.critic = build_critic(cfg.critic, self.task.name, policy=(self.model, self.tokenizer),
-                                   run_dir=run_dir) if cfg.method == "critique_grpo" else None
+                                   run_dir=run_dir, seed=cfg.seed) if cfg.method == "critique_grpo" else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.learning_rate,
                                            weight_decay=cfg.train.weight_decay)
         warmup = max(1, cfg.train.warmup_steps)
@@ -128,8 +131,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ rollout
     def sampling(self) -> SamplingParams:
-        r = self.cfg.rollout
-        return SamplingParams(r.max_completion_length, r.temperature, r.top_p)
+        return rollout_sampling(self.cfg.rollout)
 
     def collect(self, problems: list, first_group: int = 0) -> Rollout:
         """Sample, verify, critique, refine and mix ``problems``, groups numbered from ``first_group``."""
@@ -147,7 +149,7 @@ class Trainer:
         rewards = [flat[g * n:(g + 1) * n] for g in range(len(problems))]             # [P][n]
         timings["time/verify"] = time.perf_counter() - t
 
-        members = [Member(first_group + g, s.prompt_ids, s.completion_ids, r, False, s.logprobs)
+        members = [Member(first_group + g, s.prompt_ids, s.completion_ids, r, False, s.logprobs, problem=problems[g])
                    for g in range(len(problems)) for s, r in zip(samples[g], rewards[g])]
         records = [{"question": p.question, "answer": p.answer,
                     "attempts": [{"text": s.text, "reward": r, "member": g * n + i}
@@ -219,6 +221,7 @@ class Trainer:
             records[g]["refinements"] = [
                 {"attempt_index": targets[j][1], "critique": critiques[j].text,
                  "critique_fallback": critiques[j].provenance.get("fallback"), "text": refinements[j].text,
+                 **({"critique_noised": critiques[j].provenance["noise"]} if critiques[j].provenance.get("noised") else {}),
                  "reward": refine_rewards[j], "chosen": k in chosen, "member": member_of.get(k)}
                 for k, j in enumerate(js)]
         metrics = {
@@ -235,9 +238,7 @@ class Trainer:
 
     def critic_reference(self, problem) -> str:
         """What the critic is shown as the reference: the final answer, or the worked solution."""
-        if self.cfg.critic.reference == "solution":
-            return self.task.reference_solution(problem)
-        return str(problem.answer)
+        return critic_reference(self.cfg.critic, self.task, problem)
 
     def rollout_metrics(self, problems, samples, rewards) -> dict[str, float]:
         flat = np.array(rewards, dtype=float)                                             # (P, n)
@@ -262,7 +263,8 @@ class Trainer:
                     entropy_coef=L.entropy_coef, beta=L.beta, intervention=L.intervention,
                     clip_cov_ratio=L.clip_cov_ratio, clip_cov_lb=L.clip_cov_lb, clip_cov_ub=L.clip_cov_ub,
                     kl_cov_ratio=L.kl_cov_ratio, kl_cov_coef=L.kl_cov_coef, gppo_dual_clip=L.gppo_dual_clip,
-                    top_entropy_quantile=L.top_entropy_quantile, generator=self.loss_generator)
+                    top_entropy_quantile=L.top_entropy_quantile, generator=self.loss_generator,
+                    entropy_agg=L.entropy_agg, refinement_weight=L.refinement_weight)
 
     def forward(self, model, members: list[Member]):
         """Token log-probs and entropies of completions: (b, T-1) each, plus the completion mask."""
@@ -283,29 +285,36 @@ class Trainer:
         return self.cfg.train.num_iterations == 1 and self.cfg.train.mini_batches == 1
 
     def prescore(self, members: list[Member]) -> None:
-        """Score the log-probs an off-policy update or the KL needs, for members that lack them."""
+        """Score the log-probs an off-policy update or the KL needs, for members that lack them.
+
+        The sampling policy's forward also keeps each member's token entropies (``old_entropy``):
+        the step's entropy metrics describe that policy, not one already moved by a mini-batch."""
         for name, model, needed in (("old_logp", self.model, not self.on_policy),
                                     ("ref_logp", self.reference, self.reference is not None)):
             todo = [m for m in members if needed and getattr(m, name) is None]
             if todo:
-                for m, logp in zip(todo, self.score(model, todo)):
+                for m, (logp, entropy) in zip(todo, self.score(model, todo)):
                     setattr(m, name, logp)
+                    if name == "old_logp":
+                        m.old_entropy = entropy
 
     @torch.no_grad()
-    def score(self, model, members: list[Member]) -> list[torch.Tensor]:
-        """Per-member token log-probs under ``model`` (old policy or reference), computed once per batch."""
-        out: list[torch.Tensor] = [torch.empty(0)] * len(members)
+    def score(self, model, members: list[Member]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-member token log-probs (on the model's device) and entropies (on the CPU) under ``model``
+        (old policy or reference), computed once per batch."""
+        out: list[tuple[torch.Tensor, torch.Tensor]] = [(torch.empty(0), torch.empty(0))] * len(members)
         for mb in self.microbatches(list(range(len(members))), members):
-            logp, _, mask = self.forward(model, [members[i] for i in mb])
+            logp, entropy, mask = self.forward(model, [members[i] for i in mb])
+            entropy = entropy.cpu()
             for row, i in enumerate(mb):
-                out[i] = logp[row]
+                out[i] = (logp[row], entropy[row])
         return out
 
     def optimize(self, members: list[Member]) -> dict[str, float]:
         cfg = self.cfg
         rewards = torch.tensor([m.reward for m in members])
         groups = torch.tensor([m.group for m in members])
-        advantages = algos.group_advantages(rewards, groups, cfg.loss.scale_rewards)         # (N,)
+        advantages = algos.group_advantages(rewards, groups, cfg.loss.scale_rewards, unbiased=cfg.loss.std_unbiased)  # (N,)
         for m, a in zip(members, advantages.tolist()):
             m.advantage = a
         self.prescore(members)
@@ -319,6 +328,7 @@ class Trainer:
         grad_norms: list[float] = []           # the same in every process (gradients are summed first)
         skipped = 0
         entropies, masks, refine_flags, logps, advs = [], [], [], [], []
+        kinds = []                                 # (b, T-1) token-kind ids beside masks, when the task has kinds
         for iteration in range(cfg.train.num_iterations):
             order = list(group_ids)
             if cfg.train.mini_batches > 1:
@@ -330,6 +340,7 @@ class Trainer:
                 # gradient of the loss one process would compute on the whole batch.
                 num_sequences = self.dist.sum(float(len(mini)))
                 num_tokens = self.dist.sum(float(sum(len(members[i].completion_ids) for i in mini)))
+                num_refinements = self.dist.sum(float(sum(members[i].is_refinement for i in mini)))
                 self.optimizer.zero_grad(set_to_none=True)
                 for mb in self.microbatches(mini, members):
                     batch = [members[i] for i in mb]
@@ -348,7 +359,7 @@ class Trainer:
                     loss, metrics = algos.policy_loss(
                         logp, old, advantages[mb].to(logp.device), mask, is_refinement,
                         num_sequences=num_sequences, num_tokens=num_tokens, entropy=entropy, ref_logp=ref,
-                        tis_weight=tis, **self.loss_kwargs())
+                        tis_weight=tis, num_refinements=num_refinements, **self.loss_kwargs())
                     loss.backward()
                     # The micro-batch losses add up to the mini-batch loss; the other metrics are means.
                     _accumulate(stats, {"loss": loss.item()}, weight=1.0 / cfg.train.mini_batches)
@@ -357,11 +368,16 @@ class Trainer:
                         # padding waste of the length-sorted micro-batches: cells computed on pad tokens
                         _add(counts, cells=float(len(mb) * (width + 1)),
                              tokens=float(sum(len(m.prompt_ids) + len(m.completion_ids) for m in batch)))
-                        self.keep_token_logprobs(batch, logp.detach(), mask)
-                        entropies.append(entropy.detach().cpu())
+                        # All of the step's entropy statistics describe the policy that sampled the
+                        # batch: off-policy, later mini-batches are trained after an optimizer step, so
+                        # they use the sampling policy's forward (old_logp, old_entropy) from prescore.
+                        self.keep_token_logprobs(batch, old, mask)
+                        entropies.append(entropy.detach().cpu() if old_logp is None else
+                                         _stack([members[i].old_entropy for i in mb], width))
                         masks.append(mask.cpu())
+                        kinds.append(self.token_kind_ids(batch, mask.shape[1]))
                         refine_flags.append(is_refinement.cpu())
-                        logps.append(logp.detach().cpu())
+                        logps.append(old.cpu())
                         advs.append(advantages[mb])
                 self.dist.sum_gradients(self.model.parameters())
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
@@ -378,7 +394,8 @@ class Trainer:
         metrics["train/padding_frac"] = 1.0 - counts["tokens"] / max(counts["cells"], 1.0)
         if "mismatch_sum" in counts:
             metrics["rollout/logp_mismatch"] = counts["mismatch_sum"] / max(counts["mismatch_tokens"], 1.0)
-        metrics.update(self.dist.combine_metrics(self.entropy_metrics(entropies, masks, refine_flags, logps, advs)))
+        metrics.update(self.dist.combine_metrics(self.entropy_metrics(entropies, masks, refine_flags, logps, advs,
+                                                                      kinds, self.task_kind_names())))
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         metrics["train/skipped_nonfinite"] = float(skipped)
         self.scheduler.step()
@@ -396,8 +413,35 @@ class Trainer:
                 out[row, mask[row] > 0] = torch.tensor(m.rollout_logprobs, dtype=torch.float32, device=mask.device)
         return out
 
+    def task_kind_names(self) -> tuple[str, ...]:
+        """The task's token kinds (entropy/kind/*); () when it defines none."""
+        return tuple(getattr(self.task, "TOKEN_KINDS", ()))
+
+    def token_kind_ids(self, batch: list[Member], width: int) -> torch.Tensor | None:
+        """Token-kind ids (b, width) aligned with ``forward``'s (b, T-1) tensors: completion token j of
+        a row sits at position len(prompt) - 1 + j. Refinements (and members without a problem) stay 0,
+        outside the initial mask; None when the task has no token kinds."""
+        names = self.task_kind_names()
+        if not names:
+            return None
+        index = {name: i for i, name in enumerate(names)}
+        out = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, m in enumerate(batch):
+            if m.is_refinement or m.problem is None:
+                continue
+            texts = self.tokenizer.batch_decode([[t] for t in m.completion_ids], skip_special_tokens=True)
+            found = self.task.token_kinds(m.problem, texts)
+            if found is None:
+                return None
+            for j, name in enumerate(found):
+                pos = len(m.prompt_ids) - 1 + j
+                if 0 <= pos < width:
+                    out[row, pos] = index[name]
+        return out
+
     def keep_token_logprobs(self, batch: list[Member], logp: torch.Tensor, mask: torch.Tensor) -> None:
-        """Keep the trained log-probs of the members of groups logged to samples.jsonl (for `inspect`)."""
+        """Keep the sampling policy's log-probs (the ratio's denominator; on-policy the trained ones) of
+        the members of groups logged to samples.jsonl (for `inspect`)."""
         for row, m in enumerate(batch):
             if m.group < self.cfg.train.samples_per_step:
                 m.token_logprobs = [round(x, 5) for x in logp[row][mask[row] > 0].cpu().tolist()]
@@ -416,7 +460,10 @@ class Trainer:
                 for g in rollout.samples]
 
     @staticmethod
-    def entropy_metrics(entropies, masks, refine_flags, logps, advs) -> dict[str, float]:
+    def entropy_metrics(entropies, masks, refine_flags, logps, advs, kinds=None, kind_names=()) -> dict[str, float]:
+        """Entropy statistics of the initial samples (plus the refinements' token mean); with ``kinds``,
+        (b, T-1) kind ids beside ``masks`` indexing ``kind_names`` (None when the task has none), also
+        entropy/kind*/<kind> (algos.entropy_by_kind)."""
         width = max(e.shape[1] for e in entropies)
         entropy = torch.cat([_pad(e, width) for e in entropies])
         mask = torch.cat([_pad(m, width) for m in masks])
@@ -428,6 +475,9 @@ class Trainer:
         out["entropy"] = out["entropy/token_mean"]
         out["entropy/refine_token_mean"] = algos.entropy_stats(entropy, mask * refined.float()[:, None])["entropy/token_mean"]
         out["entropy/cov_logp_adv"] = algos.logp_advantage_cov(logp, adv, initial_mask)
+        if kind_names and kinds and all(k is not None for k in kinds):
+            kind = torch.cat([_pad(k, width) for k in kinds])
+            out.update(algos.entropy_by_kind(entropy, initial_mask, kind, kind_names))
         return out
 
     # ------------------------------------------------------------------ evaluation
@@ -442,9 +492,10 @@ class Trainer:
             share = len(problems) / len(all_problems)
             prompts = [self.prompts.solve(p.question) for p in problems]
             out[f"eval/{name}_pass1"] = self.dist.sum(share * greedy_pass1(self.engine, prompts, problems, reward, max_len))
-            if final:
-                out[f"eval/{name}_pass@{k}"] = self.dist.sum(
-                    share * sampled_pass_at_k(self.engine, prompts, problems, reward, n, k, params))
+            if final:       # pass@k at k = 1, 2, 4, 8, 16 up to n and at eval.pass_k, from the same n samples
+                sampled = sampled_pass_at_ks(self.engine, prompts, problems, reward, n, pass_ks(n, k), params)
+                for kk, value in sampled.items():
+                    out[f"eval/{name}_pass@{kk}"] = self.dist.sum(share * value)
         if cfg.eval.probe_prompts:
             out["entropy/probe"] = self.probe_entropy()
         return out

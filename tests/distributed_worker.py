@@ -30,6 +30,7 @@ def main(model_dir: str, out: str) -> None:
         cfg = load_config("tiny", [f"model.name_or_path={model_dir}", "method=critique_grpo", f"loss.loss_type={loss_type}",
                                    "train.prompts_per_step=4", "rollout.num_generations=3", "rollout.max_completion_length=16",
                                    "train.mini_batches=2", "train.max_tokens_per_microbatch=80", "loss.entropy_coef=0.01",
+                                   "loss.entropy_agg=token_mean", "loss.refinement_weight=paper",
                                    "train.learning_rate=1e-3", "train.warmup_steps=1", "eval.every=0", "eval.probe_prompts=0"])
         trainer = Trainer(cfg, out / f"run-{loss_type}-rank{trainer_rank()}", show_progress=False)
         losses = []

@@ -87,6 +87,19 @@ def test_constant_group_scaled_is_zero_not_nan():
     close(group_advantages(torch.ones(4), torch.zeros(4, dtype=torch.long), "group"), [0.0] * 4)
 
 
+def test_unbiased_group_std():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0])
+    group = torch.tensor([0, 0, 0, 0, 1])
+    # group 0: mean 0.25, centred [0.75, -0.25, -0.25, -0.25], sum of squares 0.5625 + 3 * 0.0625 = 0.75
+    # population: var 0.75 / 4 = 0.1875, std 0.433013 -> 0.75 / 0.433113 = 1.731651, -0.25 / 0.433113 = -0.577217
+    close(group_advantages(rewards, group, "group"), [1.731651, -0.577217, -0.577217, -0.577217, 0.0])
+    # unbiased: var 0.75 / 3 = 0.25, std 0.5 -> 0.75 / 0.5001 = 1.499700, -0.25 / 0.5001 = -0.499900;
+    # the group of one (group 1) divides 0 by n - 1 taken as 1: A = 0, not NaN
+    close(group_advantages(rewards, group, "group", unbiased=True), [1.499700, -0.499900, -0.499900, -0.499900, 0.0])
+    # without scaling the std is not used
+    close(group_advantages(rewards, group, unbiased=True), [0.75, -0.25, -0.25, -0.25, 0.0])
+
+
 # ---------------------------------------------------------------- aggregation
 
 PER_TOKEN = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
@@ -132,7 +145,7 @@ def test_ppo_clip_value_gradient_and_metrics():
     assert metrics["clip_ratio/high_mean"] == pytest.approx(0.25)
     assert metrics["clip_ratio/region_mean"] == pytest.approx(0.5)
     assert metrics["refine/mean_prob"] == 0.0 and metrics["refine/token_frac"] == 0.0
-    assert "intervention/selected_tokens" not in metrics
+    assert "intervention/selected_tokens" not in metrics and "intervention/selected_frac" not in metrics
 
 
 def test_ppo_without_clip():
@@ -187,6 +200,7 @@ def test_gppo_keeps_bounded_gradient_where_ppo_has_none():
     # grad = -A * F / 4 with F = 1.28, 1.25, 0.8, 0 (dual clip)
     close(grad, [[-0.32, -0.3125], [0.2, 0.0]])
     assert metrics["intervention/selected_tokens"] == 2.0  # the two tokens PPO would have frozen
+    assert metrics["intervention/selected_frac"] == pytest.approx(0.5)  # 2 of 4 initial tokens
     _, ppo_grad, _ = run(*ratio_inputs(*args), [1.0, -1.0], **knobs)
     # plain PPO: 0 for both clipped tokens; the ratio-20 token gets -A * 20 / 4 = 5 (no dual clip)
     close(ppo_grad, [[0.0, -0.3125], [0.0, 5.0]])
@@ -221,6 +235,20 @@ def test_clip_cov_selects_budget_among_unclipped(ratio, expected_selected):
         close(candidates[candidates != 0].abs(), [0.25] * (4 - expected_selected))
 
 
+def test_clip_cov_excludes_ppo_clipped_tokens_without_clip():
+    # clip=False: the surrogate is -A * ratio everywhere, but as in verl the tokens PPO would clip
+    # (token 0 of each sequence, cov 3 inside the window) are still no candidates: 4 candidates, not 6
+    loss, grad, metrics = run(*clip_cov_batch(), [2.0, -2.0], intervention="clip_cov", clip=False,
+                              clip_cov_ratio=1.0, generator=torch.Generator().manual_seed(0))
+    # seq0 -2 * 1.5 - 2 - 2 - 2 = -9, seq1 2 * 0.5 + 2 + 2 + 2 = 7 -> -2 / 8
+    close(loss, -0.25)
+    assert metrics["intervention/selected_tokens"] == 4.0  # budget max(1, int(8 * 1.0)) = 8, capped at 4
+    assert metrics["intervention/selected_frac"] == pytest.approx(0.5)  # 4 of 8 initial tokens
+    # token 0 unclipped: -A * ratio / 8 = -2 * 1.5 / 8 = -0.375, 2 * 0.5 / 8 = 0.125; candidates detached;
+    # cov -3 tokens -A / 8
+    close(grad, [[-0.375, 0.0, 0.0, -0.25], [0.125, 0.0, 0.0, 0.25]])
+
+
 def test_clip_cov_same_seed_same_choice():
     grads = [run(*clip_cov_batch(), [2.0, -2.0], intervention="clip_cov", clip_cov_ratio=0.25,
                  generator=torch.Generator().manual_seed(7))[1] for _ in range(2)]
@@ -243,6 +271,7 @@ def test_kl_cov_top_token_gets_abs_kl_and_no_clip():
     # grad -A * ratio / 4, the ratio-1.5 token is not clipped; selected: (2 + sign(ln 2) * 1) / 4 = 0.75
     close(grad, [[-0.375, -0.25], [0.125, 0.75]])
     assert metrics["intervention/selected_tokens"] == 1.0
+    assert metrics["intervention/selected_frac"] == pytest.approx(0.25)  # 1 of 4 initial tokens
 
 
 def test_kl_cov_statistics_ignore_refinement_tokens():
@@ -294,6 +323,7 @@ def test_top_entropy_trains_only_selected_tokens(loss_type, num_tokens, expected
     # N = 5 initial tokens, ceil(0.4 * 5) = 2: entropies 2.0 (row 0 tok 1) and 1.5 (row 1 tok 0)
     close(loss, expected)
     assert metrics["intervention/selected_tokens"] == 2.0
+    assert metrics["intervention/selected_frac"] == pytest.approx(0.4)  # 2 of 5 initial tokens
     trained = grad != 0
     assert trained.tolist() == [[False, True, False], [True, False, False], [True, True, False]]
     if loss_type == "dapo" and num_tokens == 7:
@@ -310,6 +340,98 @@ def test_entropy_bonus():
     # A = 0 so the policy term is 0; -0.01 * (1 + 2 + 3 + 4) / 4 = -0.025
     close(loss, -0.025)
     close(entropy.grad, torch.full((2, 2), -0.0025))  # -0.01 / 4
+
+
+@pytest.mark.parametrize(
+    "entropy_agg, loss_type, expected",
+    [
+        ("loss_type", "dr_grpo", -0.015),  # -0.01 * (1 + 2 + 3) / (2 sequences * 2)
+        ("loss_type", "grpo", -0.0225),  # -0.01 * ((1 + 2) / 2 + 3 / 1) / 2 sequences
+        ("token_mean", "dr_grpo", -0.02),  # -0.01 * (1 + 2 + 3) / 3 tokens, whatever the loss type
+        ("token_mean", "grpo", -0.02),
+    ],
+)
+def test_entropy_bonus_aggregation(entropy_agg, loss_type, expected):
+    logp, old = ratio_inputs([[1.0, 1.0], [1.0, 1.0]])
+    entropy = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])  # the 4 is padding
+    loss, _, _ = run(logp, old, [0.0, 0.0], mask=mask, entropy=entropy, entropy_coef=0.01, entropy_agg=entropy_agg,
+                     loss_type=loss_type, num_tokens=3)
+    close(loss, expected)  # A = 0: only the bonus
+    if entropy_agg == "token_mean":
+        close(entropy.grad, [[-0.01 / 3, -0.01 / 3], [-0.01 / 3, 0.0]])
+
+
+def refinement_weight_batch():
+    # rows 0, 1 initial (A = +1, -1; ratio 1; row 1 has 1 valid token), row 2 a refinement (A = +1, p = 0.1)
+    logp = torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.1, 0.1]]).log().requires_grad_()
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    return logp, logp.detach().clone(), mask
+
+
+@pytest.mark.parametrize(
+    "loss_type, equal, paper",
+    [
+        # per token: row 0 -1, -1; row 1 +1; refinement -f(0.1) = -0.5 each, times w = (3 - 1) / 1 = 2 with paper
+        ("dr_grpo", (-2 + 1 - 1) / 6, (-2 + 1 - 2) / 6),  # / (3 sequences * 2)
+        ("grpo", (-1 + 1 - 0.5) / 3, (-1 + 1 - 1) / 3),  # per-sequence means -1, +1, -0.5 (paper -1) / 3
+        ("dapo", (-2 + 1 - 1) / 5, (-2 + 1 - 2) / 5),  # / 5 valid tokens
+    ],
+)
+def test_paper_refinement_weight(loss_type, equal, paper):
+    totals = dict(is_refinement=torch.tensor([False, False, True]), loss_type=loss_type, num_tokens=5,
+                  num_refinements=1)
+    loss, grad, _ = run(*refinement_weight_batch()[:2], [1.0, -1.0, 1.0], mask=refinement_weight_batch()[2], **totals)
+    close(loss, equal)
+    loss, paper_grad, _ = run(*refinement_weight_batch()[:2], [1.0, -1.0, 1.0], mask=refinement_weight_batch()[2],
+                              refinement_weight="paper", **totals)
+    close(loss, paper)
+    # initial rows unchanged; refinement tokens' gradient doubles (d -f / d logp = -0.1 * 0.1 / 0.04 = -0.25, times 2)
+    close(paper_grad[:2], grad[:2])
+    close(paper_grad[2], 2 * grad[2])
+    if loss_type == "dr_grpo":
+        close(paper_grad[2], [-0.5 / 6, -0.5 / 6])
+
+
+def test_paper_refinement_weight_uses_batch_counts_across_micro_batches():
+    # the counts are the optimizer batch's: a micro-batch of the refinement alone still gets w = 2
+    logp, old, mask = refinement_weight_batch()
+    totals = dict(loss_type="dr_grpo", num_sequences=3, num_tokens=5, max_completion_length=2, num_refinements=1,
+                  refinement_weight="paper")
+    parts = [policy_loss(logp[rows], old[rows], torch.tensor([1.0, -1.0, 1.0])[rows], mask[rows],
+                         torch.tensor([False, False, True])[rows], **totals)[0] for rows in ([0, 1], [2])]
+    close(sum(parts), -0.5)  # (-2 + 1 - 2) / 6, as in one micro-batch
+
+
+@pytest.mark.parametrize("intervention", ["none", "gppo", "kl_cov", "clip_cov", "top_entropy_quantile"])
+def test_masked_padding_never_makes_non_finite_gradients(intervention):
+    # valid: row 0 tokens 0, 1 (initial), row 1 token 0 (initial), row 2 token 0 (refinement); the rest padding.
+    # The padding imitates zero-padded old_logp / ref_logp rows: logp -1e4 under old_logp 0 gives ratio
+    # exp(-1e4) = 0 (gppo's ratio / ratio.detach() = 0 / 0) and k3 exp(0 + 1e4) = inf; logp 0 under
+    # old_logp -1e4 gives ratio exp(1e4) = inf. Unmasked, each turns the zero upstream gradient into 0 * inf = NaN.
+    mask = torch.tensor([[1.0, 1, 0], [1, 0, 0], [1, 0, 0]])
+    valid_logp = torch.tensor([[-0.5, -1.0], [-0.7, 0.0], [-2.0, 0.0]])
+    kwargs = dict(is_refinement=torch.tensor([False, False, True]), mask=mask, beta=0.1, intervention=intervention,
+                  entropy=torch.tensor([[1.0, 2.0, 0.0], [0.5, 0.0, 0.0], [1.0, 0.0, 0.0]]),
+                  clip_cov_lb=-10.0, clip_cov_ratio=0.5, kl_cov_ratio=0.5)
+
+    def batch(pad_logp, pad_old, pad_ref):
+        logp = torch.tensor([[valid_logp[0, 0], valid_logp[0, 1], pad_logp], [valid_logp[1, 0], pad_logp, 0.0],
+                             [valid_logp[2, 0], pad_logp, pad_logp]])
+        old = torch.tensor([[-0.4, -1.3, pad_old], [-0.9, pad_old, pad_old], [-2.0, pad_old, pad_old]])
+        ref = torch.tensor([[-0.6, -0.8, pad_ref], [-0.7, pad_ref, pad_ref], [-1.5, pad_ref, pad_ref]])
+        return logp.requires_grad_(), old, ref
+
+    grads = []
+    for pad in ((-1e4, 0.0, 0.0), (0.0, -1e4, 0.0), (-1.0, -1.0, -1.0)):   # the last pads harmlessly
+        logp, old, ref = batch(*pad)
+        loss, grad, _ = run(logp, old, [1.0, -1.0, 1.0], ref_logp=ref, generator=torch.Generator().manual_seed(0),
+                            **kwargs)
+        assert torch.isfinite(loss) and torch.isfinite(grad).all(), (pad, grad)
+        assert (grad[mask == 0] == 0).all()
+        grads.append(grad)
+    close(grads[0], grads[2])
+    close(grads[1], grads[2])
 
 
 def test_k3_kl_to_reference():
@@ -374,6 +496,10 @@ def test_unknown_names_raise():
         run(logp, old, [1.0], loss_type="seq_mean")
     with pytest.raises(ValueError, match="kl_cov"):
         run(logp, old, [1.0], intervention="clip_higher")
+    with pytest.raises(ValueError, match="token_mean"):
+        run(logp, old, [1.0], entropy_agg="seq_mean")
+    with pytest.raises(ValueError, match="paper"):
+        run(logp, old, [1.0], refinement_weight="uniform")
 
 
 def test_missing_inputs_raise():

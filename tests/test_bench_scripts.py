@@ -66,3 +66,11 @@ def test_bench_eval_memory_evaluates_long_prompts_and_reports_peak_memory(warm_p
     assert r["prompts_cut_first_call"] == 5 and r["prompt_limit_tokens"] == 256 - 48      # every prompt exceeds the context
     assert r["sum_of_process_peaks_mb"] >= r["peak_rss_mb"] > 0 and r["processes"] >= 2 and r["wall_s"] > 0
     assert r["results"][0]["problems"] == 5
+
+
+def test_bench_clipping_reports_the_clipped_share_per_setting(warm_policy):
+    r = run("bench_clipping.py", "--model", str(warm_policy), "--config", "tiny", "--steps", "1",
+            "--settings", "mb2_lr5e-5,mb4_it2_lr2e-4", "--threads", "1")
+    assert list(r["settings"]) == ["mb2_lr5e-5", "mb4_it2_lr2e-4"]
+    for row in r["settings"].values():
+        assert 0 <= row["clipped_mean"] <= row["clipped_max"] <= 1 and row["seconds_per_step"] > 0

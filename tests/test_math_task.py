@@ -175,7 +175,8 @@ def test_official_preset_differs_from_the_paper_preset_only_in_the_documented_kn
     official = {k: v for k, v, _, _ in describe(load_config("qwen25-7b-official"))}
     assert {k for k in paper if paper[k] != official[k]} == {
         "critic.reference", "critic.max_verdict_retries", "refine.refine_trigger", "refine.refinement_fallback",
-        "refine.max_prompt_tokens", "loss.clip", "loss.scale_rewards", "loss.entropy_coef"}
+        "refine.max_prompt_tokens", "loss.clip", "loss.scale_rewards", "loss.entropy_coef", "loss.std_unbiased",
+        "loss.entropy_agg", "loss.refinement_weight"}
 
 
 def test_inherit_cycles_are_reported(tmp_path):

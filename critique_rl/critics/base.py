@@ -79,5 +79,12 @@ def verdict_word(correct: bool) -> str:
     return "correct" if correct else "wrong"
 
 
+def critic_reference(cfg: CriticConfig, task: Any, problem: Any) -> str:
+    """What the critic is shown as the reference (``critic.reference``): the final answer, or the task's worked solution."""
+    if cfg.reference == "solution":
+        return task.reference_solution(problem)
+    return str(problem.answer)
+
+
 def default_template(cfg: CriticConfig, task: str) -> str:
     return cfg.template or f"{task}/critique_{cfg.critique_type}.jinja"

@@ -18,14 +18,16 @@ from critique_rl.critics.rule import RuleCritic
 
 
 def build_critic(cfg: CriticConfig, task: str, policy: tuple[Any, Any] | None = None,
-                 run_dir: Path | None = None) -> Critic:
+                 run_dir: Path | None = None, seed: int = 0) -> Critic:
     """The critic ``critic.backend`` names.
 
     ``policy`` is the trainer's (model, tokenizer), needed by ``self``; ``run_dir`` holds the
-    critique cache unless ``critic.cache_dir`` is set.
+    critique cache unless ``critic.cache_dir`` is set; ``seed`` (the run's) seeds the rule
+    critic's ``critic.noise``, with each request's content.
     """
     if cfg.backend == "rule":
-        return RuleCritic(default_template(cfg, task))
+        noise = cfg.noise if cfg.critique_type == "cot" else 0.0
+        return RuleCritic(default_template(cfg, task), noise, cfg.noise_verdict, seed)
     if cfg.backend == "self":
         from critique_rl.critics.hf import HFGenerator
 

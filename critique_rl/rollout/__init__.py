@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from critique_rl.rollout.base import Completion, SamplingParams
+from critique_rl.rollout.base import Completion, SamplingParams, rollout_sampling
 from critique_rl.rollout.hf import HFEngine
 
-__all__ = ["Completion", "SamplingParams", "HFEngine", "build_engine"]
+__all__ = ["Completion", "SamplingParams", "HFEngine", "build_engine", "rollout_sampling"]
 
 
 def build_engine(cfg, model, tokenizer, run_dir: Path):

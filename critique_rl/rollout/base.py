@@ -16,6 +16,12 @@ class SamplingParams:
     greedy: bool = False
 
 
+def rollout_sampling(cfg) -> SamplingParams:
+    """How completions and refinements are sampled in training (and by the probe): ``cfg`` is a
+    RolloutConfig's max_completion_length, temperature and top_p."""
+    return SamplingParams(cfg.max_completion_length, cfg.temperature, cfg.top_p)
+
+
 @dataclass
 class Completion:
     """One sampled continuation of a prompt.

@@ -35,6 +35,11 @@ class Task(Protocol):
     def reference_solution(self, problem: Any) -> str:
         """A correct solution text, to check the templates render before training."""
 
+    TOKEN_KINDS: tuple[str, ...]    # the token kinds token_kinds names; () when it has none
+
+    def token_kinds(self, problem: Any, token_texts: Sequence[str]) -> list[str] | None:
+        """One kind from TOKEN_KINDS per completion token (entropy/kind/*), or None: no kinds."""
+
     def metrics(self) -> dict[str, float]:
         """The verifier's counters since the last call (one step's), logged with the step."""
 

@@ -108,6 +108,65 @@ def check_steps(problem: Problem, attempt: str) -> list[StepCheck]:
     return checks
 
 
+TOKEN_KINDS = ("plan", "copy", "exec", "answer", "format")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _char_kinds(problem: Problem, text: str) -> list[str]:
+    """The kind of each character of a completion ``text`` (see ``token_kinds``)."""
+    kinds = ["format"] * len(text)
+    unused = list(problem.operands)     # question operands not written yet (a multiset)
+    seen_result = False                 # a later step's left operand copies the previous result
+    start = 0
+    for segment in text.split(";"):
+        operand = 0                     # operands written so far in this step
+        for run in _DIGITS.finditer(segment):
+            before, after = segment[:run.start()].rstrip(), segment[run.end():].lstrip()
+            a, b = start + run.start(), start + run.end()
+            if before.endswith("answer"):
+                kinds[a:b] = ["answer"] * (b - a)
+            elif before.endswith("="):
+                kinds[a:b] = ["exec"] * (b - a)
+                seen_result = True
+            elif before == "" or before.endswith("+") or after.startswith("+"):
+                chosen = not (operand == 0 and seen_result) and len(set(unused)) > 1
+                kinds[a:b] = ["plan" if chosen and i == a else "copy" for i in range(a, b)]
+                if not (operand == 0 and seen_result) and int(run.group()) in unused:
+                    unused.remove(int(run.group()))
+                operand += 1
+        start += len(segment) + 1
+    return kinds
+
+
+def token_kinds(problem: Problem, token_texts: list[str]) -> list[str]:
+    """The kind (one of ``TOKEN_KINDS``) of each completion token, for entropy by kind.
+
+    The tokens' texts are joined and parsed as steps split at ';'; a digit run's role is read
+    from its neighbours:
+      answer  digits after 'answer'
+      exec    digits after '=' (an addition result)
+      plan    the first digit of an operand (a digit run after '+', before '+', or first in its
+              step) that chose among more than one distinct unused question operand: both
+              operands of the first step while > 1 remain, a later step's right operand while > 1
+              remain. A written operand found among the unused ones is used up.
+      copy    the other operand digits; a later step's left operand copies the previous result
+      format  everything else: '+', '=', ';', spaces, letters, EOS, unparseable digits
+    A token gets the kind of its first non-space character (a token without one: format), so
+    any tokenizer works. Malformed text never raises: what parses is tagged, the rest is format.
+
+    >>> p = problem_from_operands((47, 38, 29))
+    >>> "".join(k[0] for k in token_kinds(p, list("47+38=85; 85+29=114; answer 114") + [""]))
+    'pcfpcfeeffccfccfeeefffffffffaaaf'
+    """
+    kinds = _char_kinds(problem, "".join(token_texts))
+    out, offset = [], 0
+    for piece in token_texts:
+        first = next((offset + i for i, ch in enumerate(piece) if not ch.isspace()), None)
+        out.append("format" if first is None else kinds[first])
+        offset += len(piece)
+    return out
+
+
 def wrong_attempt(rng: random.Random, problem: Problem) -> str:
     """A plausible wrong solution: one addition goes wrong and the error propagates.
 
@@ -217,6 +276,11 @@ class ArithmeticTask:
 
     def reference_solution(self, problem: Problem) -> str:
         return problem.solution
+
+    TOKEN_KINDS = TOKEN_KINDS
+
+    def token_kinds(self, problem: Problem, token_texts: list[str]) -> list[str]:
+        return token_kinds(problem, token_texts)
 
     def metrics(self) -> dict[str, float]:
         return {}  # the rule verifier is a pure function: nothing to count

@@ -64,6 +64,11 @@ class MathTask:
     def label(self, problem: Example) -> str:
         return "all"
 
+    TOKEN_KINDS: tuple[str, ...] = ()
+
+    def token_kinds(self, problem: Example, token_texts) -> None:
+        return None     # free-form solutions: no token kinds, no entropy/kind/* metrics
+
     def reference_solution(self, problem: Example) -> str:
         return str(problem.extra.get(self.cfg.data.train.solution_field) or f"\\boxed{{{problem.answer}}}")
 
