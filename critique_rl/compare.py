@@ -113,10 +113,13 @@ def final_pass_at_ks(final: dict) -> dict[str, float]:
 def entropy_columns(run: dict) -> dict:
     """A run's entropy and token-share numbers: token entropy and top-20 % entropy over its first and
     last ENTROPY_STEPS steps; the share of tokens it acted on (intervention/selected_frac where the
-    loss logs it, else the clipped share) and the clipped share clip_ratio/region_mean, step means."""
+    loss logs it, every token for an entropy bonus, else the clipped share) and the clipped share
+    clip_ratio/region_mean, step means."""
     metrics = run["metrics"]
     clipped = step_mean(metrics, "clip_ratio/region_mean")
     selected = step_mean(metrics, "intervention/selected_frac")
+    if selected is None and run.get("config", {}).get("loss", {}).get("entropy_coef", 0) > 0:
+        selected = 1.0      # the entropy bonus acts on every token
     return {
         "initial_token_entropy": step_mean(metrics, "entropy", first=ENTROPY_STEPS),
         "final_token_entropy": step_mean(metrics, "entropy", last=ENTROPY_STEPS),
@@ -325,7 +328,8 @@ def markdown_table(result: dict) -> str:
               f"steps; top-20%: `entropy/top20_mean`, the mean of the 20 % highest token entropies. Ceiling b − a and "
               f"R²: the law R = −a·exp(H) + b fitted to each run's (entropy, training reward) per step; R² ({WINDOW}-step "
               f"means): fitted to means of {WINDOW} consecutive steps. Acted on: mean share of initial tokens the loss "
-              "acted on (`intervention/selected_frac` where logged, else the clipped share); clipped: "
+              "acted on (`intervention/selected_frac` where logged, every token for an entropy bonus, else the "
+              "clipped share); clipped: "
               "`clip_ratio/region_mean`. Refinement success: mean over steps with refinements of the share of "
               "refinements that are correct (`refine/success_rate`); groups rescued / step: all-fail groups that "
               "gained a correct refinement. s / step: mean wall time of a training step.", ""]

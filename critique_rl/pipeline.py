@@ -73,17 +73,22 @@ def check_warm_startable(cfg: Config) -> None:
     require_trackers(cfg.log)       # the RL runs after the warm start log there: a missing library fails now
 
 
-def ensure_warm_start(cfg: Config, out: Path, show_progress: bool = True) -> Path:
-    check_warm_startable(cfg)
-    ws_dir = out / "warmstart"
-    if not (ws_dir / "model.safetensors").is_file():
-        tmp = out / ".warmstart-tmp"
+def build_once(cfg: Config, final: Path, build) -> Path:
+    """``final`` unless it holds a model already: ``build(tmp)`` writes it into a temporary folder
+    (with the config), which then replaces ``final`` whole, so an interrupted build leaves nothing."""
+    if not (final / "model.safetensors").is_file():
+        tmp = final.with_name(f".{final.name}-tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         save_config(cfg, tmp)
-        warm_start(cfg, tmp, show_progress)
-        shutil.rmtree(ws_dir, ignore_errors=True)
-        tmp.rename(ws_dir)
-    return ws_dir
+        build(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    return final
+
+
+def ensure_warm_start(cfg: Config, out: Path, show_progress: bool = True) -> Path:
+    check_warm_startable(cfg)
+    return build_once(cfg, out / "warmstart", lambda tmp: warm_start(cfg, tmp, show_progress))
 
 
 def wants_critic_model(cfg: Config) -> bool:
@@ -98,10 +103,8 @@ def ensure_critic_model(cfg: Config, out: Path, show_progress: bool = True) -> P
     quality, also printed)."""
     check_warm_startable(cfg)
     model_dir = out / "critic_model"
-    if not (model_dir / "model.safetensors").is_file():
-        tmp = out / ".critic_model-tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_config(cfg, tmp)
+
+    def build(tmp: Path) -> None:
         trained = warm_start_critic(cfg, tmp, show_progress)
         info = {k: v for k, v in trained.items() if k != "losses"}
         if cfg.critic_model.eval_problems:
@@ -110,12 +113,11 @@ def ensure_critic_model(cfg: Config, out: Path, show_progress: bool = True) -> P
             info["quality"] = critic_model_quality(quality_critic(cfg), tmp)
             info["quality"]["model"] = str(model_dir)
         write_atomic(tmp / "training.json", json.dumps(info, indent=2))
-        shutil.rmtree(model_dir, ignore_errors=True)
-        tmp.rename(model_dir)
         if "quality" in info and is_main_process():
             print(f"critic model: {info['steps']} steps in {info['train_seconds']:.0f} s, final loss "
                   f"{info['final_loss']:.4f}; quality: {json.dumps(info['quality'])}", flush=True)
-    return model_dir
+
+    return build_once(cfg, model_dir, build)
 
 
 def _seconds_per_step(run_dir: Path) -> float:

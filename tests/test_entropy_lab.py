@@ -191,6 +191,7 @@ def test_method_list_and_entropy_columns():
     assert cols["initial_token_entropy"] == pytest.approx(0.55) and cols["final_token_entropy"] == pytest.approx(0.75)
     assert cols["initial_top20_entropy"] == pytest.approx(2.75) and cols["final_top20_entropy"] == pytest.approx(3.75)
     assert cols["acted_on"] == cols["clipped"] == pytest.approx(0.065)           # no selected_frac: the clipped share
+    assert entropy_columns({"metrics": rows, "config": {"loss": {"entropy_coef": 0.01}}})["acted_on"] == 1.0   # a bonus: every token
     rows[5]["intervention/selected_frac"], rows[6]["intervention/selected_frac"] = 0.2, 0.4
     assert entropy_columns({"metrics": rows})["acted_on"] == pytest.approx(0.3)
 
