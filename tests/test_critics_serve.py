@@ -37,7 +37,7 @@ def test_critiques_through_transformers_serve(served, openai_critic, tiny_model_
 
 def test_training_with_transformers_serve_as_critic(served, train_short, tiny_model_dir):
     run_dir = train_short("critic.backend=openai", f"critic.base_url={served}", f"critic.model={tiny_model_dir}",
-                          "critic.api_key_env=", "critic.api=completions", "critic.max_tokens=8", "critic.timeout_s=30")
+                          "critic.api_key_env=", "critic.api=completions", "critic.max_tokens=8", "critic.timeout_s=120")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     trained = [r for r in rows if "critic/requests" in r]
     assert len(trained) == 2 and (run_dir / "final_eval.json").is_file()
