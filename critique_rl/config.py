@@ -73,16 +73,22 @@ class DataConfig:
     train: DatasetSpec = field(default_factory=DatasetSpec, metadata={"help": "task.name = math: the RL training set (field mapping of a local file or hub dataset)."})
 
 
+def read_yaml_file(path: str, label: str, missing: str) -> Any:
+    """The parsed YAML of the file ``path``; ConfigError ``missing`` when there is no such file, and
+    "LABEL: malformed YAML: ..." (the parser's message on one line) when it does not parse."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(missing)
+    try:
+        return yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{label}: malformed YAML: {' '.join(str(err).split())}") from None
+
+
 def load_dataset_spec(source: str) -> DatasetSpec:
     """One DatasetSpec from a YAML file holding its mapping (the keys of ``data.train``), checked
     like a config: unknown keys and wrong types fail naming the file and the key."""
-    path = Path(source)
-    if not path.is_file():
-        raise ConfigError(f"dataset spec {source!r} does not exist (expected a YAML file with the keys of data.train)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: malformed YAML: {' '.join(str(err).split())}") from None
+    data = read_yaml_file(source, source, f"dataset spec {source!r} does not exist (expected a YAML file with the keys of data.train)")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of dataset spec keys (path, split, question_field, ...), "
                           f"got {type(data).__name__}")

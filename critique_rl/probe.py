@@ -32,9 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import yaml
-
-from critique_rl.config import Config, ConfigError, CriticConfig, config_from_dict
+from critique_rl.config import Config, ConfigError, CriticConfig, config_from_dict, read_yaml_file
 
 KINDS = ("indicative", "ground_truth", "cot")
 JSON_PREFIX = "probe-json: "
@@ -126,13 +124,8 @@ def probe_kinds(cfg: CriticConfig, task_name: str) -> tuple[str, ...]:
 
 def critic_from_file(cfg: Config, path: str) -> CriticConfig:
     """The ``critic:`` section of the YAML file ``path`` merged over ``cfg.critic`` (other sections are ignored)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"--critic {path}: no such file (a YAML file with a critic: section, like examples/critic_hf.yaml)")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--critic {path}: malformed YAML: {' '.join(str(err).split())}") from None
+    data = read_yaml_file(path, f"--critic {path}",
+                          f"--critic {path}: no such file (a YAML file with a critic: section, like examples/critic_hf.yaml)")
     section = data.get("critic") if isinstance(data, dict) else None
     if not isinstance(section, dict):
         raise ConfigError(f"--critic {path}: expected a critic: section (a mapping of critic.* keys), like examples/critic_hf.yaml")
