@@ -55,9 +55,10 @@ def check_alarms(metrics: dict, zero_std_streak: int, settings: AlarmSettings, f
         raised.append("truncation")
     if zero_std_streak >= settings.zero_std_patience:
         raised.append("zero_std")
-    if settings.entropy_min > 0 and metrics["entropy"] < settings.entropy_min:
+    entropy = metrics.get("entropy")       # absent from a step with nothing to train (refine.mode async)
+    if settings.entropy_min > 0 and entropy is not None and entropy < settings.entropy_min:
         raised.append("entropy_collapse")
-    if settings.entropy_max > 0 and metrics["entropy"] > settings.entropy_max:
+    if settings.entropy_max > 0 and entropy is not None and entropy > settings.entropy_max:
         raised.append("entropy_explosion")
     if fallback_streak >= settings.fallback_patience:
         raised.append("critic_fallbacks")
@@ -65,7 +66,7 @@ def check_alarms(metrics: dict, zero_std_streak: int, settings: AlarmSettings, f
 
 
 def describe(name: str, metrics: dict, settings: AlarmSettings) -> str:
-    return MESSAGES[name].format(patience=settings.zero_std_patience, entropy=metrics["entropy"],
+    return MESSAGES[name].format(patience=settings.zero_std_patience, entropy=metrics.get("entropy", float("nan")),
                                  low=settings.entropy_min, high=settings.entropy_max,
                                  fallbacks=int(metrics.get("critic/fallbacks", 0)),
                                  critiques=int(metrics.get("refine/critiques", 0)),

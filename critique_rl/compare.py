@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing
+import os
 import shutil
 import statistics
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -158,40 +161,104 @@ def on_policy(config: dict) -> bool:
     return train.get("num_iterations", 1) == 1 and train.get("mini_batches", 1) == 1
 
 
+def combined_overrides(best: str) -> list[str]:
+    """Critique-GRPO with the named intervention's overrides."""
+    return [o for o in METHODS[best] if o != "method=grpo"] + ["method=critique_grpo"]
+
+
+def train_method(run_cfg: Config, run_dir: Path, show_progress: bool, threads: int = 0) -> float:
+    """Train one method's run (reusing it only if it trained with ``run_cfg``); returns its wall seconds.
+    ``threads`` > 0 sets torch's intra-op threads first (a worker of ``--jobs``)."""
+    start = time.perf_counter()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    changed = changed_fields(run_dir, run_cfg)
+    if changed:     # e.g. critique_grpo+best after another intervention became the best
+        print(f"{run_dir}: trained with other settings ({', '.join(changed)}); training it again", flush=True)
+        shutil.rmtree(run_dir)
+    run_training(run_cfg, run_dir, show_progress)
+    return time.perf_counter() - start
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def train_methods(method_cfgs: dict[str, Config], out: Path, show_progress: bool, jobs: int,
+                  combined_cfg) -> dict[str, float]:
+    """Train every method of ``method_cfgs``, then COMBINED from ``combined_cfg(finished names)`` when it
+    is given; returns each run's wall seconds. With ``jobs`` > 1 the runs train in that many spawned
+    processes, each with its share of the cores' torch threads; Critique-GRPO runs (the longest) start
+    first, and COMBINED starts as soon as the runs it is chosen from have finished."""
+    walls: dict[str, float] = {}
+    if jobs <= 1:
+        for name, run_cfg in method_cfgs.items():
+            walls[name] = train_method(run_cfg, out / name, show_progress)
+        if combined_cfg is not None:
+            walls[COMBINED] = train_method(combined_cfg(list(walls)), out / COMBINED, show_progress)
+        return walls
+    threads = max(1, usable_cores() // jobs)
+    longest_first = sorted(method_cfgs, key=lambda n: method_cfgs[n].method != "critique_grpo")
+    context = multiprocessing.get_context("spawn")     # a fork would inherit the parent's torch threads
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        running = {pool.submit(train_method, method_cfgs[n], out / n, False, threads): n for n in longest_first}
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                walls[name] = future.result()
+                print(f"{out / name}: done in {walls[name]:.0f} s", flush=True)
+                if combined_cfg is not None and COMBINED not in walls and not any(
+                        n in INTERVENTIONS for n in running.values()):
+                    walls[COMBINED] = 0.0       # submitted; its time replaces this when it finishes
+                    chosen = combined_cfg([n for n in walls if n != COMBINED])
+                    running[pool.submit(train_method, chosen, out / COMBINED, False, threads)] = COMBINED
+    return walls
+
+
 def run_compare(cfg: Config, out: Path, methods: list[str], show_progress: bool = True, config_name: str = "",
-                command: str = "") -> dict:
+                command: str = "", jobs: int = 1) -> dict:
     """Train each method from one warm start (seed cfg.seed); write compare.json, compare.md, curves.png,
     entropy.png and entropy_reward.png. ``config_name`` (the --config it was launched with) is recorded
-    and titles the plots; ``command`` (the command line) is recorded and heads the table."""
+    and titles the plots; ``command`` (the command line) is recorded and heads the table. ``jobs``: runs
+    trained at once, in separate processes sharing the cores (the warm start uses them all)."""
     unknown = [m for m in methods if m not in METHODS and m != COMBINED]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join([*METHODS, COMBINED])}")
+    if COMBINED in methods and not any(m in INTERVENTIONS for m in methods):
+        raise ValueError(f"{COMBINED} needs at least one of {', '.join(INTERVENTIONS)} in --methods")
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     ws_dir = ensure_warm_start(cfg, out, show_progress)
     k = cfg.eval.pass_k
+
+    def method_cfg(overrides: list[str]) -> Config:
+        return apply_overrides(copy.deepcopy(cfg), [f"model.name_or_path={ws_dir}", *overrides])
+
     summaries: dict[str, dict] = {}
-    overrides_used: dict[str, list[str]] = {}
+    overrides_used: dict[str, list[str]] = {m: METHODS[m] for m in methods if m != COMBINED}
     best = None
-    for name in [m for m in methods if m != COMBINED] + [m for m in methods if m == COMBINED]:
-        if name == COMBINED:
-            best = best_intervention(summaries)
-            overrides = [o for o in METHODS[best] if o != "method=grpo"] + ["method=critique_grpo"]
-        else:
-            overrides = METHODS[name]
-        run_cfg = apply_overrides(copy.deepcopy(cfg), [f"model.name_or_path={ws_dir}", *overrides])
-        changed = changed_fields(out / name, run_cfg)
-        if changed:     # e.g. critique_grpo+best after another intervention became the best
-            print(f"{out / name}: trained with other settings ({', '.join(changed)}); training it again", flush=True)
-            shutil.rmtree(out / name)
-        run_training(run_cfg, out / name, show_progress)
+
+    def summarize(name: str) -> dict:
         run = load_run(out / name)
-        summaries[name] = {**method_summary(run, k), **final_pass_at_ks(run["final"]),
-                           "probe_entropy": run["final"].get("entropy/probe"),
-                           **entropy_law_row(out / name), **entropy_columns(run),
-                           "refine_success": step_mean(run["metrics"], "refine/success_rate"),
-                           "rescued_per_step": step_mean(run["metrics"], "refine/groups_rescued")}
-        overrides_used[name] = overrides
+        return {**method_summary(run, k), **final_pass_at_ks(run["final"]),
+                "probe_entropy": run["final"].get("entropy/probe"),
+                **entropy_law_row(out / name), **entropy_columns(run),
+                "refine_success": step_mean(run["metrics"], "refine/success_rate"),
+                "rescued_per_step": step_mean(run["metrics"], "refine/groups_rescued")}
+
+    def combined_cfg(finished: list[str]) -> Config:
+        nonlocal best
+        best = best_intervention({name: summarize(name) for name in finished if name in INTERVENTIONS})
+        overrides_used[COMBINED] = combined_overrides(best)
+        return method_cfg(overrides_used[COMBINED])
+
+    walls = train_methods({m: method_cfg(o) for m, o in overrides_used.items()}, out, show_progress, jobs,
+                          combined_cfg if COMBINED in methods else None)
+    for name in [m for m in methods if m != COMBINED] + [m for m in methods if m == COMBINED]:
+        summaries[name] = {**summarize(name), "run_wall_seconds": walls[name]}
     runs = {name: load_run(out / name) for name in summaries}
     setting = f"seed {cfg.seed}, config {config_name}" if config_name else f"seed {cfg.seed}"
     plot_runs(runs, out / "curves.png", f"Entropy remedies, GRPO and Critique-GRPO from one warm start — {setting}")
@@ -212,14 +279,14 @@ def run_compare(cfg: Config, out: Path, methods: list[str], show_progress: bool 
 
 
 def run_compare_seeds(cfg: Config, out: Path, methods: list[str], seeds: list[int], show_progress: bool = True,
-                      config_name: str = "", command: str = "") -> dict:
+                      config_name: str = "", command: str = "", jobs: int = 1) -> dict:
     """run_compare for each seed in out/seed{N} (its own warm start), then compare.json, compare.md,
     entropy.png and entropy_reward.png in ``out`` over the seeds; returns compare.json's object."""
     results = []
     for seed in seeds:
         seed_cfg = copy.deepcopy(cfg)
         seed_cfg.seed = seed
-        results.append(run_compare(seed_cfg, out / f"seed{seed}", methods, show_progress, config_name, command))
+        results.append(run_compare(seed_cfg, out / f"seed{seed}", methods, show_progress, config_name, command, jobs))
     result = aggregate(results)
     setting = f"seeds {', '.join(map(str, seeds))}" + (f", config {config_name}" if config_name else "")
     dirs = {name: [out / f"seed{seed}" / name for seed in seeds] for name in result["methods"]}

@@ -269,6 +269,10 @@ class RefineConfig:
     max_critiques_per_group: int = _f(0, "Critique (and refine) at most this many attempts of a triggered group; 0: every failed attempt (paper). 2 cuts refinement cost ~3x at the same refinements per group.", ge=0)
     max_prompt_tokens: int = _f(0, "Refine prompts longer than this many tokens are not generated (counted in refine/too_long); 0: no limit (the official code never truncates them and can exceed the model's length).", ge=0)
     refinement_fallback: Literal["random", "first", "none"] = _f("random", "When no refinement of a group is correct: add a random one, the first one, or none.")
+    mode: Literal["sync", "async"] = _f("sync", "'sync': triggered groups are critiqued and refined inside the step (the paper). 'async': they leave the step (their advantages are all zero there), a background process critiques and refines them with the weights that sampled them, and they join a later update as complete mixed groups (README: Critique off the critical path). Single process, hf engine.")
+    max_lag: int = _f(1, "refine.mode async: a group sampled at step s joins an update of steps s+1 .. s+max_lag; later it is dropped (counted in refine/dropped_late).", ge=1)
+    late: Literal["wait", "drop"] = _f("wait", "refine.mode async, a group not back by step s+max_lag: 'wait' for it (time/refine_wait; with max_lag 1 a run is exactly reproducible and resumable) or 'drop' it and never wait.")
+    async_threads: int = _f(1, "refine.mode async: torch threads of the background refiner process.", ge=1)
 
 
 @dataclass

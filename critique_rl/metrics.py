@@ -139,7 +139,9 @@ def one_line_summary(m: dict) -> str:
     parts = [f"step {m['step']:>4}", f"reward {m['reward']:.3f}"]
     if m.get("accuracy/train_hard") is not None:
         parts.append(f"hard {m['accuracy/train_hard']:.2f}")
-    parts += [f"all-fail {m['frac_all_fail']:.2f}", f"H {m['entropy']:.3f}"]
+    parts.append(f"all-fail {m['frac_all_fail']:.2f}")
+    if "entropy" in m:
+        parts.append(f"H {m['entropy']:.3f}")
     if "refine/success_rate" in m:
         parts.append(f"refine ok {m['refine/success_rate']:.2f} rescued {int(m['refine/groups_rescued'])}")
     if "critic/fallbacks" in m:     # model critics: a dead critic must not pass for a useless refinement

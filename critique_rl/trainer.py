@@ -10,8 +10,6 @@ import copy
 import random
 import sys
 import time
-import threading
-from typing import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,17 +33,21 @@ from critique_rl.checkpoint import (
     save_checkpoint,
 )
 from critique_rl.config import Config, ConfigError
-from critique_rl.critics import CritiqueRequest, build_critic
-from critique_rl.critics.base import critic_reference
+from critique_rl.critics import build_critic
 from critique_rl.distributed import Distributed
 from critique_rl.evaluate import greedy_pass1, pass_ks, sampled_pass_at_ks
 from critique_rl.interrupts import ALARM_EXIT_CODE, GracefulStop, NonFiniteLoss, TrainingInterrupted
 from critique_rl.metrics import MetricsLogger, one_line_summary
 from critique_rl.modeling import load_policy, load_trained_weights
-from critique_rl.refine import (
-    attempts_to_critique,
-    choose_refinements,
-    groups_to_refine,
+from critique_rl.refine import choose_refinements, groups_to_refine
+from critique_rl.refiner import (
+    BackgroundRefiner,
+    DelayedGroup,
+    Refinements,
+    Refiner,
+    check_async,
+    refine_metrics,
+    score_completions,
 )
 from critique_rl.rollout import SamplingParams, build_engine, rollout_sampling
 from critique_rl.tasks import build_task
@@ -62,7 +64,7 @@ class Member:
     reward: float
     is_refinement: bool
     rollout_logprobs: list[float] | None = None         # the sampler's, when the engine reports them
-    old_logp: torch.Tensor | None = None                # under the policy that sampled it (off-policy updates)
+    old_logp: torch.Tensor | None = None                # under the policy that sampled it (off-policy updates, delayed groups)
     old_entropy: torch.Tensor | None = None             # the same forward's token entropies, on the CPU (for metrics)
     ref_logp: torch.Tensor | None = None                # under the frozen reference (beta > 0)
     advantage: float = 0.0                              # set by optimize
@@ -90,8 +92,14 @@ class Trainer:
         self.engine = build_engine(cfg.rollout, self.model, self.tokenizer, run_dir)
         self.prompts = PolicyPrompts(cfg.prompts, self.tokenizer)
         self.task = build_task(cfg)
-        self.critic = build_critic(cfg.critic, self.task.name, policy=(self.model, self.tokenizer),
-                                   run_dir=run_dir, seed=cfg.seed) if cfg.method == "critique_grpo" else None
+        check_async(cfg, self.dist.world_size)
+        # refine.mode async: a background process critiques and refines; sync: this one, inside the step.
+        self.background = BackgroundRefiner(cfg, run_dir) if cfg.method == "critique_grpo" and cfg.refine.mode == "async" \
+            else None
+        self.critic = build_critic(cfg.critic, self.task.name, policy=(self.model, self.tokenizer), run_dir=run_dir,
+                                   seed=cfg.seed) if cfg.method == "critique_grpo" and self.background is None else None
+        self.refiner = None if self.critic is None else \
+            Refiner(cfg, self.task, self.prompts, self.engine, self.tokenizer, self.critic)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.learning_rate,
                                            weight_decay=cfg.train.weight_decay)
         warmup = max(1, cfg.train.warmup_steps)
@@ -123,11 +131,8 @@ class Trainer:
         """Render every template once on a sample so a typo fails before any training."""
         p = self.task.train_batch(0, 1)[0]
         self.prompts.solve(p.question)
-        if self.critic is not None:
-            solution = self.task.reference_solution(p)
-            [c] = self.critic.critique([CritiqueRequest(p.question, solution, str(p.answer), True, p)])
-            self.prompts.refine(p.question, solution, c.text)
-            self.critic.metrics()   # the start-up check is not part of step 1's critic counters
+        if self.refiner is not None:       # the background refiner checks its own at start-up
+            self.refiner.check(p)
 
     # ------------------------------------------------------------------ rollout
     def sampling(self) -> SamplingParams:
@@ -156,89 +161,99 @@ class Trainer:
                                  for i, (s, r) in enumerate(zip(samples[g], rewards[g]))]}
                    for g, p in enumerate(problems)]
         metrics = self.rollout_metrics(problems, samples, rewards)
-        if self.critic is not None:
-            refined, refine_metrics = self.critique_and_refine(problems, samples, rewards, records, timings,
-                                                               members, first_group)
-            members += refined
-            metrics.update(refine_metrics)
+        logged = records[:cfg.train.samples_per_step]
+        triggered = groups_to_refine(rewards, cfg.refine.refine_trigger) if cfg.method == "critique_grpo" else []
+        if self.refiner is not None:
+            refined = self.refiner.refine(problems, samples, rewards, triggered,
+                                          while_critiquing=(lambda: self.prescore(members)) if self.overlap else None)
+            added, rescued = self.mix(refined, [first_group + g for g in range(len(problems))],
+                                      samples, rewards, records, len(members))
+            members += added
+            timings.update(refined.timings)
+            metrics.update(refine_metrics([refined], len(triggered), rescued, len(added)))
+        elif self.background is not None:
+            members, delayed_records, async_metrics = self.refine_in_background(
+                problems, samples, rewards, members, records, triggered, first_group)
+            logged += delayed_records
+            metrics.update(async_metrics)
         metrics.update(timings)
         metrics.update(self.engine.metrics())
-        return Rollout(members, metrics, records[:cfg.train.samples_per_step])
+        return Rollout(members, metrics, logged)
 
-    def critique_and_refine(self, problems, samples, rewards, records, timings, initial: list[Member], first_group: int):
-        """Critique failures of triggered groups, refine, and pick the refinements that join.
-
-        Chosen refinements become members ``len(initial), len(initial) + 1, ...`` of the batch.
-        ``initial`` are the batch's initial members: with ``critic.overlap`` their log-probs are
-        scored while the critiques are being written.
-        """
+    def mix(self, refined: Refinements, group_ids: list[int], samples, rewards, records, first_member: int):
+        """Choose the refinements that join each refined group (refine.refinements_per_group, correct
+        first) as members ``first_member, first_member + 1, ...``; ``group_ids[g]`` is group g's id in
+        the batch. Writes each group's refinements into ``records[g]``; returns (members, groups rescued)."""
         cfg = self.cfg
-        triggered = groups_to_refine(rewards, cfg.refine.refine_trigger)
-        targets = [(g, i) for g in triggered
-                   for i in attempts_to_critique(rewards[g], cfg.refine.refine_trigger, cfg.refine.max_critiques_per_group)]
-
-        t = time.perf_counter()
-        requests = [CritiqueRequest(problems[g].question, samples[g][i].text, self.critic_reference(problems[g]),
-                                    rewards[g][i] > 0, problems[g]) for g, i in targets]
-        if self.overlap:
-            pending = in_background(self.critic.critique, requests)
-            self.prescore(initial)
-            waited = time.perf_counter()
-            critiques = pending()
-            timings["time/critique_wait"] = time.perf_counter() - waited
-        else:
-            critiques = self.critic.critique(requests)
-        timings["time/critique"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        refine_prompts = [self.prompts.refine(r.question, r.attempt, c.text) for r, c in zip(requests, critiques)]
-        too_long = 0
-        if cfg.refine.max_prompt_tokens:
-            fits = [len(ids) <= cfg.refine.max_prompt_tokens
-                    for ids in self.tokenizer(refine_prompts, add_special_tokens=False)["input_ids"]] if refine_prompts else []
-            too_long = fits.count(False)
-            targets, requests, critiques, refine_prompts = (
-                [x for x, ok in zip(seq, fits) if ok] for seq in (targets, requests, critiques, refine_prompts))
-        refinements = [o[0] for o in self.engine.generate(refine_prompts, 1, self.sampling())]
-        refine_rewards = self.task.reward([problems[g] for g, _ in targets], [r.text for r in refinements])
-        timings["time/refine"] = time.perf_counter() - t
-
         by_group: dict[int, list[int]] = {}
-        for j, (g, _) in enumerate(targets):
+        for j, (g, _) in enumerate(refined.targets):
             by_group.setdefault(g, []).append(j)
         members, rescued = [], 0
         for g, js in by_group.items():
-            chosen = choose_refinements([refine_rewards[j] for j in js], cfg.refine.refinements_per_group,
+            chosen = choose_refinements([refined.rewards[j] for j in js], cfg.refine.refinements_per_group,
                                         cfg.refine.refinement_fallback, self.rng)
             solve_ids = samples[g][0].prompt_ids
-            member_of = {c: len(initial) + len(members) + pos for pos, c in enumerate(chosen)}   # batch positions
+            member_of = {c: first_member + len(members) + pos for pos, c in enumerate(chosen)}   # batch positions
             for c in chosen:
                 j = js[c]
                 # Trained as a response to the plain question: the critique is not in its context.
-                members.append(Member(first_group + g, solve_ids, refinements[j].completion_ids, refine_rewards[j], True))
-            if any(refine_rewards[js[c]] > 0 for c in chosen) and all(r <= 0 for r in rewards[g]):
+                members.append(Member(group_ids[g], solve_ids, refined.refinements[j].completion_ids,
+                                      refined.rewards[j], True))
+            if any(refined.rewards[js[c]] > 0 for c in chosen) and all(r <= 0 for r in rewards[g]):
                 rescued += 1
             records[g]["refinements"] = [
-                {"attempt_index": targets[j][1], "critique": critiques[j].text,
-                 "critique_fallback": critiques[j].provenance.get("fallback"), "text": refinements[j].text,
-                 **({"critique_noised": critiques[j].provenance["noise"]} if critiques[j].provenance.get("noised") else {}),
-                 "reward": refine_rewards[j], "chosen": k in chosen, "member": member_of.get(k)}
+                {"attempt_index": refined.targets[j][1], "critique": refined.critiques[j].text,
+                 "critique_fallback": refined.critiques[j].provenance.get("fallback"), "text": refined.refinements[j].text,
+                 **({"critique_noised": refined.critiques[j].provenance["noise"]}
+                    if refined.critiques[j].provenance.get("noised") else {}),
+                 "reward": refined.rewards[j], "chosen": k in chosen, "member": member_of.get(k)}
                 for k, j in enumerate(js)]
-        metrics = {
-            "refine/triggered_groups": float(len(triggered)),
-            "refine/critiques": float(len(targets) + too_long),
-            "refine/too_long": float(too_long),
-            "refine/groups_rescued": float(rescued),
-            "refine/added": float(len(members)),
-            **self.critic.metrics(),
-        }
-        if refine_rewards:      # a step without refinements has no success rate (not 0: that read as a collapse)
-            metrics["refine/success_rate"] = sum(refine_rewards) / len(refine_rewards)
-        return members, metrics
+        return members, rescued
 
-    def critic_reference(self, problem) -> str:
-        """What the critic is shown as the reference: the final answer, or the worked solution."""
-        return critic_reference(self.cfg.critic, self.task, problem)
+    def refine_in_background(self, problems, samples, rewards, members: list[Member], records: list[dict],
+                             triggered: list[int], first_group: int):
+        """refine.mode async: the triggered groups leave this step for the background refiner (with the
+        weights that sampled them; their ``records`` say so); the delayed groups due now join as complete
+        mixed groups. Returns (members, records of the joining groups, metrics)."""
+        self.background.submit(self.step_index, self.model, [
+            DelayedGroup(self.step_index, problems[g], samples[g], rewards[g]) for g in triggered])
+        leaving = {first_group + g for g in triggered}
+        staying = [i for i, m in enumerate(members) if m.group not in leaving]   # all-zero advantages leave
+        position = {old: new for new, old in enumerate(staying)}
+        for g, record in enumerate(records):
+            if first_group + g in leaving:
+                record["refined_in_background"] = True
+            for attempt in record["attempts"]:
+                attempt["member"] = position.get(attempt["member"])
+        members = [members[i] for i in staying]
+        joining, dropped, waited = self.background.due(self.step_index)
+        records, refined, rescued, added = [], [], 0, 0
+        next_group = first_group + len(problems)                    # ids after this step's own groups
+        for d in joining:
+            group = next_group
+            next_group += 1
+            records.append({"question": d.problem.question, "answer": d.problem.answer,
+                            "sampled_at_step": d.step + 1, "refined_with_weights_of_step": d.step,
+                            "attempts": [{"text": s.text, "reward": r, "member": len(members) + i}
+                                         for i, (s, r) in enumerate(zip(d.samples, d.rewards))]})
+            members += [Member(group, s.prompt_ids, s.completion_ids, r, False, s.logprobs, old_logp=logp,
+                               old_entropy=entropy, problem=d.problem)
+                        for s, r, logp, entropy in zip(d.samples, d.rewards, d.old_logp, d.old_entropy)]
+            chosen, saved = self.mix(d.refined, [group], [d.samples], [d.rewards], records[-1:], len(members))
+            members += chosen
+            refined.append(d.refined)
+            rescued += saved
+            added += len(chosen)
+        metrics = {**refine_metrics(refined, len(triggered), rescued, added),
+                   "refine/joined_groups": float(len(joining)),
+                   "refine/dropped_late": float(len(dropped)),
+                   "refine/pending": float(len(self.background.in_flight) + len(self.background.ready)),
+                   "time/refine_wait": waited,
+                   "refine/background_seconds": sum(r.timings.get("time/critique", 0.0) + r.timings.get("time/refine", 0.0)
+                                                    for r in refined)}
+        if joining:
+            metrics["refine/lag"] = sum(self.step_index - d.step for d in joining) / len(joining)
+        return members, records, metrics
 
     def rollout_metrics(self, problems, samples, rewards) -> dict[str, float]:
         flat = np.array(rewards, dtype=float)                                             # (P, n)
@@ -298,31 +313,30 @@ class Trainer:
                     if name == "old_logp":
                         m.old_entropy = entropy
 
-    @torch.no_grad()
     def score(self, model, members: list[Member]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per-member token log-probs (on the model's device) and entropies (on the CPU) under ``model``
-        (old policy or reference), computed once per batch."""
-        out: list[tuple[torch.Tensor, torch.Tensor]] = [(torch.empty(0), torch.empty(0))] * len(members)
-        for mb in self.microbatches(list(range(len(members))), members):
-            logp, entropy, mask = self.forward(model, [members[i] for i in mb])
-            entropy = entropy.cpu()
-            for row, i in enumerate(mb):
-                out[i] = (logp[row], entropy[row])
-        return out
+        """Per-member token log-probs and entropies (on the CPU) under ``model`` (old policy or
+        reference), computed once per batch."""
+        return score_completions(model, [m.prompt_ids for m in members], [m.completion_ids for m in members],
+                                 self.tokenizer.pad_token_id, self.cfg.rollout.temperature,
+                                 self.cfg.train.max_tokens_per_microbatch)
 
     def optimize(self, members: list[Member]) -> dict[str, float]:
         cfg = self.cfg
+        if not members:     # refine.mode async: every group left for the background and none joined yet
+            self.scheduler.step()
+            return {"train/empty_update": 1.0, "train/skipped_nonfinite": 0.0, "lr": self.optimizer.param_groups[0]["lr"]}
         rewards = torch.tensor([m.reward for m in members])
         groups = torch.tensor([m.group for m in members])
         advantages = algos.group_advantages(rewards, groups, cfg.loss.scale_rewards, unbiased=cfg.loss.std_unbiased)  # (N,)
         for m, a in zip(members, advantages.tolist()):
             m.advantage = a
         self.prescore(members)
-        old_logp = None if self.on_policy else [m.old_logp for m in members]
+        # Off-policy every member has its sampling policy's log-probs; on-policy only delayed groups do.
+        old_logp = [m.old_logp for m in members]
         ref_logp = None if self.reference is None else [m.ref_logp for m in members]
 
         group_ids = self.dist.union(m.group for m in members)      # every process's groups, in one order
-        per_mini = len(group_ids) // cfg.train.mini_batches
+        bounds = [len(group_ids) * k // cfg.train.mini_batches for k in range(cfg.train.mini_batches + 1)]
         stats: dict[str, list[float]] = {}     # this process's shares of the loss and its metrics
         counts: dict[str, float] = {}          # token counts of the first pass, for the padding and mismatch ratios
         grad_norms: list[float] = []           # the same in every process (gradients are summed first)
@@ -334,7 +348,7 @@ class Trainer:
             if cfg.train.mini_batches > 1:
                 self.minibatch_rng.shuffle(order)
             for k in range(cfg.train.mini_batches):
-                mini_groups = set(order[k * per_mini:(k + 1) * per_mini])
+                mini_groups = set(order[bounds[k]:bounds[k + 1]])
                 mini = [i for i, m in enumerate(members) if m.group in mini_groups]
                 # Normalisers count the mini-batch over all processes: the summed gradients are the
                 # gradient of the loss one process would compute on the whole batch.
@@ -346,8 +360,8 @@ class Trainer:
                     batch = [members[i] for i in mb]
                     logp, entropy, mask = self.forward(self.model, batch)                    # (b, T-1)
                     width = logp.shape[1]
-                    old = logp.detach() if old_logp is None else _stack([old_logp[i] for i in mb], width)
-                    ref = None if ref_logp is None else _stack([ref_logp[i] for i in mb], width)
+                    old = _recorded_or(logp.detach(), [old_logp[i] for i in mb])
+                    ref = None if ref_logp is None else _stack([ref_logp[i] for i in mb], width).to(logp.device)
                     is_refinement = torch.tensor([m.is_refinement for m in batch], device=logp.device)
                     sampler_logp = self.sampler_logprobs(batch, mask)                             # (b, T-1) or None
                     if iteration == 0 and sampler_logp is not None:
@@ -372,8 +386,7 @@ class Trainer:
                         # batch: off-policy, later mini-batches are trained after an optimizer step, so
                         # they use the sampling policy's forward (old_logp, old_entropy) from prescore.
                         self.keep_token_logprobs(batch, old, mask)
-                        entropies.append(entropy.detach().cpu() if old_logp is None else
-                                         _stack([members[i].old_entropy for i in mb], width))
+                        entropies.append(_recorded_or(entropy.detach().cpu(), [members[i].old_entropy for i in mb]))
                         masks.append(mask.cpu())
                         kinds.append(self.token_kind_ids(batch, mask.shape[1]))
                         refine_flags.append(is_refinement.cpu())
@@ -532,9 +545,9 @@ class Trainer:
         metrics = {**self.dist.combine_metrics(rollout.metrics), **self.optimize(rollout.members)}
         metrics["time/train"] = time.perf_counter() - t
         # Cov(log pi, A) of step t predicts the entropy change seen at step t+1 (Cui et al.).
-        if self.previous_entropy is not None:
+        if self.previous_entropy is not None and "entropy" in metrics:
             metrics["entropy/delta"] = metrics["entropy"] - self.previous_entropy
-        self.previous_entropy = metrics["entropy"]
+        self.previous_entropy = metrics.get("entropy", self.previous_entropy)
         self.step_index += 1
         self.engine.sync_weights(self.step_index)              # engines with their own copy of the weights
         if self.dist.is_main:
@@ -542,16 +555,24 @@ class Trainer:
         return metrics
 
     def train(self) -> dict[str, float]:
-        """Train to ``train.steps`` and evaluate; the metric backends are closed however it ends."""
+        """Train to ``train.steps`` and evaluate; the metric backends and the background refiner are
+        closed however it ends."""
         try:
             final = self._train()
             if self.dist.is_main:
                 self.logger.log_final(final)
         except BaseException as err:
+            self.close()
             self.logger.close(err)
             raise
+        self.close()
         self.logger.close()
         return final
+
+    def close(self) -> None:
+        """Stop the background refiner (refine.mode async); groups still pending are not trained."""
+        if self.background is not None:
+            self.background.close()
 
     def _train(self) -> dict[str, float]:
         cfg = self.cfg
@@ -637,6 +658,9 @@ class Trainer:
                  "previous_entropy": self.previous_entropy,
                  "loss_generator": self.loss_generator.get_state(), "bad_steps": self.bad_steps,
                  "zero_std_streak": self.zero_std_streak, "fallback_streak": self.fallback_streak}
+        if self.background is not None:    # the groups still to join, complete: a resume continues with them
+            self.background.drain()
+            state["delayed_groups"] = self.background.ready
         if not self.dist.is_main:       # the processes hold the same weights; one writes them
             return self.run_dir / "checkpoints"
         return save_checkpoint(self.run_dir, self.step_index, self.model, self.tokenizer, state, self.cfg.train.keep_last)
@@ -675,6 +699,8 @@ class Trainer:
         self.zero_std_streak = state.get("zero_std_streak", 0)
         self.fallback_streak = state.get("fallback_streak", 0)
         self.loss_generator.set_state(state["loss_generator"])
+        if self.background is not None:
+            self.background.ready = list(state.get("delayed_groups", []))
         restore_rng(state["rng"])
         if self.dist.rank:      # the checkpoint holds the first process's streams; the others must differ
             torch.manual_seed(self.cfg.seed + 7919 * self.dist.rank + self.step_index)
@@ -685,6 +711,16 @@ class Trainer:
 
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, width - x.shape[1]))
+
+
+def _recorded_or(current: torch.Tensor, recorded: list[torch.Tensor | None]) -> torch.Tensor:
+    """``current`` (b, T-1) with the rows that have a recorded tensor (scored under the sampling policy:
+    off-policy updates, delayed groups) replaced by it, cut or zero-padded to the width."""
+    if all(r is None for r in recorded):
+        return current
+    width = current.shape[1]
+    return torch.stack([current[row] if r is None else _stack([r], width)[0].to(current.device)
+                        for row, r in enumerate(recorded)])
 
 
 def _stack(rows: list[torch.Tensor], width: int) -> torch.Tensor:
@@ -700,25 +736,3 @@ def _accumulate(stats: dict[str, list[float]], values: dict[str, float], weight:
 def _add(counts: dict[str, float], **values: float) -> None:
     for k, v in values.items():
         counts[k] = counts.get(k, 0.0) + v
-
-
-def in_background(fn: Callable, *args) -> Callable:
-    """Start ``fn(*args)`` in a daemon thread; the returned function waits for its result (or raises
-    its exception). Daemon, so a second Ctrl-C exits at once even while a critic request hangs."""
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = fn(*args)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-            outcome["error"] = err
-
-    thread = threading.Thread(target=run, name="critic", daemon=True)
-    thread.start()
-
-    def wait():
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
-    return wait

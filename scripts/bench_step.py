@@ -5,8 +5,11 @@
 Each configuration trains from the same warm start for --warmup + --steps steps; the median of
 the measured steps is reported per phase (sample, verify, critique, refine, train). The last
 line of output is one JSON object with ``ratio_critique_over_grpo`` for refine_trigger
-``all_fail`` (every failed attempt of an all-fail group critiqued, and at most 2 of them) and
-``always``. The first steps are the costliest for Critique-GRPO: half the groups fail entirely.
+``all_fail`` (every failed attempt of an all-fail group critiqued, and at most 2 of them),
+``always``, and ``async`` (refine.mode async: all-fail groups critiqued and refined by a background
+process with refine.async_threads threads while the trainer goes on; ``lag`` and ``wait`` report its
+mean lag in steps and the trainer's median wait for it). The first steps are the costliest for
+Critique-GRPO: half the groups fail entirely.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from critique_rl.config import load_config
 from critique_rl.pipeline import ensure_warm_start
 from critique_rl.trainer import Trainer
 
-PHASES = ("sample", "verify", "critique", "refine", "train", "step")
+PHASES = ("sample", "verify", "critique", "refine", "refine_wait", "train", "step")
 VARIANTS = {
     "grpo": ["method=grpo"],
     "critique_grpo_all_fail": ["method=critique_grpo", "refine.refine_trigger=all_fail"],
     "critique_grpo_all_fail_max2": ["method=critique_grpo", "refine.refine_trigger=all_fail", "refine.max_critiques_per_group=2"],
     "critique_grpo_always": ["method=critique_grpo", "refine.refine_trigger=always"],
+    "critique_grpo_async": ["method=critique_grpo", "refine.refine_trigger=all_fail", "refine.mode=async"],
 }
 
 
@@ -37,13 +41,18 @@ def time_steps(model: Path, overrides: list[str], steps: int, warmup: int, work:
     cfg = load_config("toy", [f"model.name_or_path={model}", "eval.every=0", *overrides])
     trainer = Trainer(cfg, work, show_progress=False)
     rows = []
-    for i in range(warmup + steps):
-        t = time.perf_counter()
-        metrics = trainer.step()
-        metrics["time/step"] = time.perf_counter() - t
-        if i >= warmup:
-            rows.append(metrics)
-    return {p: statistics.median(r.get(f"time/{p}", 0.0) for r in rows) for p in PHASES}
+    try:
+        for i in range(warmup + steps):
+            t = time.perf_counter()
+            metrics = trainer.step()
+            metrics["time/step"] = time.perf_counter() - t
+            if i >= warmup:
+                rows.append(metrics)
+    finally:
+        trainer.close()
+    lags = [r["refine/lag"] for r in rows if "refine/lag" in r]
+    return {**{p: statistics.median(r.get(f"time/{p}", 0.0) for r in rows) for p in PHASES},
+            **({"lag": statistics.mean(lags)} if lags else {})}
 
 
 def main() -> None:
@@ -69,7 +78,9 @@ def main() -> None:
             "all_fail": results["critique_grpo_all_fail"]["step"] / grpo,
             "all_fail_max_critiques_2": results["critique_grpo_all_fail_max2"]["step"] / grpo,
             "always": results["critique_grpo_always"]["step"] / grpo,
+            "async": results["critique_grpo_async"]["step"] / grpo,
         },
+        "async_lag": results["critique_grpo_async"].get("lag"),
     }))
 
 

@@ -1,6 +1,7 @@
 """The entropy–reward law fit and the comparison of interventions."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -228,6 +229,27 @@ def test_aggregate_over_seeds_by_hand():
     assert "ratio is 1" not in text                           # mini_batches 2: the ratio moves
     one = compare_markdown(seed_result(0, 0.1, 0.3))          # one seed: values alone, and the on-policy note
     assert "| entropy_bonus | 0.300 | 1.000 | 0.400 | 0.500 | 0.100 |" in one and "ratio is 1" in one
+
+
+def test_compare_with_jobs_trains_the_same_runs_in_parallel_processes(tmp_path):
+    """--jobs 2 trains the methods two at a time in spawned processes (one torch thread each here, as
+    the sequential run under OMP_NUM_THREADS=1): the same runs, the same table, the same best."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    results = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        subprocess.run([*CLI, "compare", "--config", "tiny", "--out", str(out), "--jobs", jobs, "--methods",
+                        "grpo,entropy_bonus,critique_grpo,critique_grpo+best", "train.steps=2", "loss.entropy_coef=0.01"],
+                       capture_output=True, text=True, timeout=300, check=True, env=env)
+        results[jobs] = json.loads((out / "compare.json").read_text())
+    sequential, parallel = results["1"], results["2"]
+    assert list(parallel["methods"]) == ["grpo", "entropy_bonus", "critique_grpo", "critique_grpo+best"]
+    assert parallel["best"] == sequential["best"] and parallel["overrides"] == sequential["overrides"]
+    for name, values in sequential["methods"].items():
+        for key in ("hard_pass1", "easy_pass1", "initial_token_entropy", "final_token_entropy"):
+            assert parallel["methods"][name][key] == values[key], (name, key)
+        assert parallel["methods"][name]["run_wall_seconds"] > 0
+    assert "--jobs 2" in parallel["command"] and "--jobs" not in sequential["command"]
 
 
 def test_compare_over_seeds_on_the_tiny_preset(tmp_path):

@@ -5,6 +5,7 @@ import subprocess
 import time
 
 import pytest
+import torch
 
 from critique_rl.checkpoint import latest_checkpoint
 
@@ -15,10 +16,12 @@ def wait_for_rows(cli, run, n: int) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_finishes_the_step_checkpoints_and_says_how_to_resume(cli, tmp_path, sig, code):
+@pytest.mark.parametrize("sig, code, mode", [(signal.SIGINT, 130, "sync"), (signal.SIGTERM, 143, "sync"),
+                                             (signal.SIGINT, 130, "async")])
+def test_signal_finishes_the_step_checkpoints_and_says_how_to_resume(cli, tmp_path, sig, code, mode):
+    # async: the background refiner's pending groups are drained into the checkpoint first
     run = tmp_path / "run"
-    proc = cli.popen(*cli.train_args(run, "train.steps=500", "train.save_every=1000"),
+    proc = cli.popen(*cli.train_args(run, "train.steps=500", "train.save_every=1000", f"refine.mode={mode}"),
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for_rows(cli, run, 3)
     proc.send_signal(sig)
@@ -27,6 +30,9 @@ def test_signal_finishes_the_step_checkpoints_and_says_how_to_resume(cli, tmp_pa
     assert f"critique-rl train --resume {run}" in err and "Traceback" not in err
     last = cli.rows(run)[-1]["step"]
     assert latest_checkpoint(run).name == f"step-{last:06d}"
+    if mode == "async":     # the tiny preset's groups all fail: the last step's are in the checkpoint
+        state = torch.load(latest_checkpoint(run) / "trainer_state.pt", weights_only=False)
+        assert [g.step for g in state["delayed_groups"]] == [last - 1] * 4
     cli("train", "--resume", str(run), f"train.steps={last + 1}")
     assert cli.rows(run)[-1]["step"] == last + 1
 
