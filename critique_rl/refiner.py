@@ -50,9 +50,22 @@ class Refinements:
     critiques: list                       # Critique per target
     refinements: list[Completion]         # one per target
     rewards: list[float]                  # verifier reward of each refinement
-    too_long: int = 0                     # targets whose refine prompt exceeded refine.max_prompt_tokens
+    too_long_targets: list[tuple[int, int]] = field(default_factory=list)   # refine prompt > refine.max_prompt_tokens
     timings: dict[str, float] = field(default_factory=dict)
     critic_metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def too_long(self) -> int:
+        return len(self.too_long_targets)
+
+    def of_group(self, g: int, totals: bool) -> Refinements:
+        """Group ``g``'s share, renumbered as group 0; ``totals``: it also carries the batch's timings
+        and critic counters (give them to one group, so that sums over groups stay right)."""
+        js = [j for j, (group, _) in enumerate(self.targets) if group == g]
+        return Refinements([(0, self.targets[j][1]) for j in js], [self.critiques[j] for j in js],
+                           [self.refinements[j] for j in js], [self.rewards[j] for j in js],
+                           [(0, i) for group, i in self.too_long_targets if group == g],
+                           dict(self.timings) if totals else {}, dict(self.critic_metrics) if totals else {})
 
 
 class Refiner:
@@ -96,11 +109,11 @@ class Refiner:
 
         t = time.perf_counter()
         refine_prompts = [self.prompts.refine(r.question, r.attempt, c.text) for r, c in zip(requests, critiques)]
-        too_long = 0
+        too_long = []
         if cfg.max_prompt_tokens and refine_prompts:
             fits = [len(ids) <= cfg.max_prompt_tokens
                     for ids in self.tokenizer(refine_prompts, add_special_tokens=False)["input_ids"]]
-            too_long = fits.count(False)
+            too_long = [t for t, ok in zip(targets, fits) if not ok]
             targets, critiques, refine_prompts = (
                 [x for x, ok in zip(seq, fits) if ok] for seq in (targets, critiques, refine_prompts))
         refinements = [o[0] for o in self.engine.generate(refine_prompts, 1, rollout_sampling(self.cfg.rollout))]
@@ -202,13 +215,16 @@ def _serve(cfg: Config, run_dir: str, jobs, results) -> None:
             model.load_state_dict(weights)
             # Sampling depends on the weights and the step alone, not on when the job ran.
             torch.manual_seed(cfg.seed * 1_000_003 + step)
-            for group in groups:
-                group.refined = refiner.refine([group.problem], [group.samples], [group.rewards], [0])
-                scored = score_completions(model, [s.prompt_ids for s in group.samples],
-                                           [s.completion_ids for s in group.samples], tokenizer.pad_token_id,
-                                           cfg.rollout.temperature, cfg.train.max_tokens_per_microbatch)
-                group.old_logp = [logp for logp, _ in scored]
-                group.old_entropy = [entropy for _, entropy in scored]
+            # One batch for the whole step, as inside the step: generation is batched across its groups.
+            refined = refiner.refine([g.problem for g in groups], [g.samples for g in groups],
+                                     [g.rewards for g in groups], list(range(len(groups))))
+            scored = iter(score_completions(model, [s.prompt_ids for g in groups for s in g.samples],
+                                            [s.completion_ids for g in groups for s in g.samples],
+                                            tokenizer.pad_token_id, cfg.rollout.temperature,
+                                            cfg.train.max_tokens_per_microbatch))
+            for k, group in enumerate(groups):
+                group.refined = refined.of_group(k, totals=k == 0)
+                group.old_logp, group.old_entropy = map(list, zip(*(next(scored) for _ in group.samples)))
             results.put(("done", (step, groups)))
         except BaseException:  # noqa: BLE001
             results.put(("error", traceback.format_exc()))

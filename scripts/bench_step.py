@@ -37,6 +37,10 @@ VARIANTS = {
 }
 
 
+RATIO_KEYS = {"critique_grpo_all_fail": "all_fail", "critique_grpo_all_fail_max2": "all_fail_max_critiques_2",
+              "critique_grpo_always": "always", "critique_grpo_async": "async"}
+
+
 def time_steps(model: Path, overrides: list[str], steps: int, warmup: int, work: Path) -> dict[str, float]:
     cfg = load_config("toy", [f"model.name_or_path={model}", "eval.every=0", *overrides])
     trainer = Trainer(cfg, work, show_progress=False)
@@ -61,12 +65,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, grpo first; ratios are given for those measured [{','.join(VARIANTS)}]")
     args = parser.parse_args()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants or variants[0] != "grpo":
+        parser.error(f"--variants: grpo first, then any of {', '.join(VARIANTS)}; got {args.variants!r}")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else ensure_warm_start(load_config("toy"), Path(tmp) / "ws")
-        results = {name: time_steps(model, overrides, args.steps, args.warmup, Path(tmp) / name)
-                   for name, overrides in VARIANTS.items()}
+        results = {name: time_steps(model, VARIANTS[name], args.steps, args.warmup, Path(tmp) / name)
+                   for name in variants}
     for name, phases in results.items():
         print(f"{name:26s} " + "  ".join(f"{p} {phases[p]:.3f}s" for p in PHASES))
     grpo = results["grpo"]["step"]
@@ -74,13 +84,8 @@ def main() -> None:
         "threads": args.threads, "steps": args.steps,
         "seconds_per_step": {name: r["step"] for name, r in results.items()},
         "phases": results,
-        "ratio_critique_over_grpo": {
-            "all_fail": results["critique_grpo_all_fail"]["step"] / grpo,
-            "all_fail_max_critiques_2": results["critique_grpo_all_fail_max2"]["step"] / grpo,
-            "always": results["critique_grpo_always"]["step"] / grpo,
-            "async": results["critique_grpo_async"]["step"] / grpo,
-        },
-        "async_lag": results["critique_grpo_async"].get("lag"),
+        "ratio_critique_over_grpo": {RATIO_KEYS[name]: r["step"] / grpo for name, r in results.items() if name != "grpo"},
+        "async_lag": results.get("critique_grpo_async", {}).get("lag"),
     }))
 
 
