@@ -430,7 +430,7 @@ def cmd_compare(args) -> int:
         result = run_compare_seeds(cfg, out, methods, args.seeds, config_name=_config_name(args), command=command,
                                    jobs=args.jobs)
         walls = result["wall_seconds"]
-        plots = f"{out / 'entropy.png'}, {out / 'entropy_reward.png'}, {out}/seed{{N}}/curves.png"
+        plots = f"{out / 'entropy.png'}, {out / 'entropy_reward.png'}, {out / 'methods.png'}, {out}/seed{{N}}/curves.png"
     else:
         result = run_compare(cfg, out, methods, config_name=_config_name(args), command=command, jobs=args.jobs)
         walls = {str(result["seed"]): result["wall_seconds"]}

@@ -281,7 +281,7 @@ def run_compare(cfg: Config, out: Path, methods: list[str], show_progress: bool 
 def run_compare_seeds(cfg: Config, out: Path, methods: list[str], seeds: list[int], show_progress: bool = True,
                       config_name: str = "", command: str = "", jobs: int = 1) -> dict:
     """run_compare for each seed in out/seed{N} (its own warm start), then compare.json, compare.md,
-    entropy.png and entropy_reward.png in ``out`` over the seeds; returns compare.json's object."""
+    entropy.png, entropy_reward.png and methods.png in ``out`` over the seeds; returns compare.json's object."""
     results = []
     for seed in seeds:
         seed_cfg = copy.deepcopy(cfg)
@@ -293,6 +293,7 @@ def run_compare_seeds(cfg: Config, out: Path, methods: list[str], seeds: list[in
     plot_entropy({name: [load_run(d) for d in ds] for name, ds in dirs.items()}, out / "entropy.png",
                  f"Token entropy, mean over seeds (band: min–max) — {setting}")
     result["pooled_fit"] = plot_entropy_reward(dirs, out / "entropy_reward.png", f"Reward against entropy — {setting}")
+    plot_methods(result, out / "methods.png", f"Final hard pass@1 and refinement success, mean ± std over seeds — {setting}")
     (out / "compare.json").write_text(json.dumps(result, indent=2))
     (out / "compare.md").write_text(compare_markdown(result))
     return result
@@ -462,6 +463,32 @@ def plot_entropy(runs: dict[str, list[dict]], path: Path, title: str = "") -> Pa
         ax.legend(fontsize=8, ncols=2)
     if title:
         ax.set_title(title, fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_methods(agg: dict, path: Path, title: str = "") -> Path:
+    """Bars of each method's final hard greedy pass@1 and, for Critique-GRPO variants, its refinement
+    success: mean over seeds, error bar ± sample std, one dot per seed (``agg``: aggregate's result)."""
+    plt = _plt()
+    names = list(agg["methods"])
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.3 * len(names) + 3), 4.8), layout="constrained")
+    for ax, key, label in ((axes[0], "hard_pass1", "hard pass@1 (greedy, final)"),
+                           (axes[1], "refine_success", "refinement success (correct / refinements)")):
+        for i, name in enumerate(names):
+            values = [v for v in agg["methods"][name].get(key, {}).get("values", []) if v is not None]
+            if not values:
+                continue
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            ax.bar(i, float(np.mean(values)), yerr=std, color=f"C{i}", alpha=0.6, capsize=4)
+            ax.plot([i] * len(values), values, "k.", markersize=6)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -22,6 +22,7 @@ so a run is reproducible and resumes exactly); ``late: drop`` never waits and dr
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import threading
 import time
@@ -186,8 +187,19 @@ def check_async(cfg: Config, world_size: int) -> None:
                           f"rollout.engine is {cfg.rollout.engine!r} (use refine.mode: sync with it)")
 
 
-def _serve(cfg: Config, run_dir: str, jobs, results) -> None:
-    """The background process: build the refiner once, then answer jobs in order until None."""
+def _failure(err: BaseException) -> tuple[str, object]:
+    """An error for the trainer: the exception itself when it pickles (a ConfigError or a template error
+    keeps its clear message), else its text; with the traceback for what is not a user error."""
+    try:
+        pickle.dumps(err)
+        return ("error", (err, traceback.format_exc()))
+    except Exception:  # noqa: BLE001 - an exception that does not pickle is sent as text
+        return ("error", (None, traceback.format_exc()))
+
+
+def _serve(cfg: Config, run_dir: str, jobs, results, trainer_step) -> None:
+    """The background process: build the refiner once, then answer jobs in order until None. With
+    refine.late drop, a job already past max_lag when it comes up is returned unrefined (dropped)."""
     # Ctrl-C and a scheduler's SIGTERM reach the whole process group: they are the trainer's, which
     # drains this process into its checkpoint and then stops it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -206,11 +218,14 @@ def _serve(cfg: Config, run_dir: str, jobs, results) -> None:
                           tokenizer, critic)
         refiner.check(task.train_batch(0, 1)[0])
         results.put(("ready", None))
-    except BaseException:  # noqa: BLE001 - reported to the trainer, which raises it
-        results.put(("error", traceback.format_exc()))
+    except BaseException as err:  # noqa: BLE001 - reported to the trainer, which raises it
+        results.put(_failure(err))
         return
     while (job := _next_job(jobs, trainer)) is not None:
         step, weights, groups = job
+        if cfg.refine.late == "drop" and trainer_step.value - step > cfg.refine.max_lag:
+            results.put(("done", (step, groups)))       # too stale to join any update: not worth refining
+            continue
         try:
             model.load_state_dict(weights)
             # Sampling depends on the weights and the step alone, not on when the job ran.
@@ -226,8 +241,8 @@ def _serve(cfg: Config, run_dir: str, jobs, results) -> None:
                 group.refined = refined.of_group(k, totals=k == 0)
                 group.old_logp, group.old_entropy = map(list, zip(*(next(scored) for _ in group.samples)))
             results.put(("done", (step, groups)))
-        except BaseException:  # noqa: BLE001
-            results.put(("error", traceback.format_exc()))
+        except BaseException as err:  # noqa: BLE001
+            results.put(_failure(err))
             return
 
 
@@ -256,7 +271,8 @@ class BackgroundRefiner:
         self.cfg = cfg
         context = mp.get_context("spawn")     # a fork would copy the trainer's threads and locks
         self.jobs, self.results = context.Queue(), context.Queue()
-        self.process = context.Process(target=_serve, args=(cfg, str(run_dir), self.jobs, self.results),
+        self.trainer_step = context.Value("i", 0)       # the step the trainer is at, for late: drop
+        self.process = context.Process(target=_serve, args=(cfg, str(run_dir), self.jobs, self.results, self.trainer_step),
                                        name="critique-rl-refiner", daemon=True)
         self.process.start()
         self.in_flight: list[int] = []        # steps submitted and not returned, in order
@@ -278,7 +294,11 @@ class BackgroundRefiner:
                 if not wait:
                     return False
         if kind == "error":
-            raise RuntimeError(f"the background refiner (refine.mode: async) failed:\n{payload}")
+            err, trace = payload
+            if isinstance(err, (ConfigError, ValueError, FileNotFoundError)):
+                err.add_note("(raised in the background refiner, refine.mode: async)")
+                raise err       # a user error (a template, a setting, a file): its own message, as in sync mode
+            raise RuntimeError(f"the background refiner (refine.mode: async) failed:\n{trace}")
         if kind != expect:
             raise RuntimeError(f"the background refiner sent {kind!r} where {expect!r} was expected")
         if kind == "done":
@@ -299,6 +319,7 @@ class BackgroundRefiner:
         sampled before it, after waiting (late: wait) for those sampled max_lag steps before; ready
         groups older than that are dropped (late: drop)."""
         max_lag, late = self.cfg.refine.max_lag, self.cfg.refine.late
+        self.trainer_step.value = step
         while self._receive(wait=False):
             pass
         waited = 0.0
@@ -309,8 +330,8 @@ class BackgroundRefiner:
             waited = time.perf_counter() - t
         eligible = [g for g in self.ready if g.step < step]
         self.ready = [g for g in self.ready if g.step >= step]
-        joining = [g for g in eligible if step - g.step <= max_lag]
-        dropped = [g for g in eligible if step - g.step > max_lag]
+        joining = [g for g in eligible if step - g.step <= max_lag and g.refined is not None]
+        dropped = [g for g in eligible if step - g.step > max_lag or g.refined is None]
         return joining, dropped, waited
 
     def drain(self) -> None:

@@ -233,7 +233,7 @@ class Trainer:
             group = next_group
             next_group += 1
             records.append({"question": d.problem.question, "answer": d.problem.answer,
-                            "sampled_at_step": d.step + 1, "refined_with_weights_of_step": d.step,
+                            "sampled_at_step": d.step + 1, "refined_with_weights_after_update": d.step,
                             "attempts": [{"text": s.text, "reward": r, "member": len(members) + i}
                                          for i, (s, r) in enumerate(zip(d.samples, d.rewards))]})
             members += [Member(group, s.prompt_ids, s.completion_ids, r, False, s.logprobs, old_logp=logp,

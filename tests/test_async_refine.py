@@ -144,3 +144,32 @@ def test_async_refuses_what_it_cannot_run_with_a_clear_error():
     with pytest.raises(ConfigError, match="single trainer process; this run has 2"):
         check_async(load_config("tiny", ["refine.mode=async"]), world_size=2)
     check_async(load_config("tiny", ["refine.mode=async", "method=grpo", "rollout.engine=vllm"]), world_size=2)
+
+
+def test_a_group_already_too_stale_is_not_refined_and_counts_as_dropped(warm_policy, tmp_path):
+    from critique_rl.modeling import load_policy
+
+    cfg = load_config("tiny", [f"model.name_or_path={warm_policy}", "refine.mode=async", "refine.late=drop"])
+    model, tokenizer = load_policy(warm_policy, cfg.model)
+    background = BackgroundRefiner(cfg, tmp_path)
+    try:
+        background.trainer_step.value = 5          # the trainer is at step 5 when step 0's job comes up
+        background.submit(0, model, [_group(cfg, tokenizer, 0)])
+        background.drain()
+        joining, dropped, _ = background.due(5)
+        assert joining == [] and [g.step for g in dropped] == [0] and dropped[0].refined is None
+    finally:
+        background.close()
+
+
+def test_a_template_error_in_the_background_is_the_same_clear_error_as_in_sync_mode(warm_policy, tmp_path):
+    from critique_rl.templates import TemplateError
+    from critique_rl.trainer import Trainer
+
+    bad = tmp_path / "refine.jinja"
+    bad.write_text("{{ question }}\n{{ attempt }}\n{{ critque }}\n")
+    for mode in ("sync", "async"):
+        cfg = load_config("tiny", [f"model.name_or_path={warm_policy}", f"refine.mode={mode}", f"prompts.refine={bad}"])
+        with pytest.raises(TemplateError, match=r"refine.jinja:3: template variable 'critque' is not provided") as raised:
+            Trainer(cfg, tmp_path / mode, show_progress=False)
+        assert ("background refiner" in "".join(getattr(raised.value, "__notes__", []))) == (mode == "async")

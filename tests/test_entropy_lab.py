@@ -273,6 +273,7 @@ def test_compare_over_seeds_on_the_tiny_preset(tmp_path):
         final = json.loads((out / f"seed{seed}" / "grpo" / "final_eval.json").read_text())
         assert {"eval/hard_pass@1", "eval/hard_pass@2"} <= set(final)
     assert (out / "entropy.png").stat().st_size > 5000 and (out / "entropy_reward.png").stat().st_size > 5000
+    assert (out / "methods.png").stat().st_size > 5000 and f"{out / 'methods.png'}" in printed
     text = (out / "compare.md").read_text()
     assert text.startswith("# Every method from one warm start (seeds 0, 1, config tiny + train.steps=3)")
     assert " ± " in text and "--seeds 0,1 --methods grpo,entropy_bonus" in text
