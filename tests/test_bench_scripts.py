@@ -49,9 +49,15 @@ def test_bench_growth_forces_lengths_and_reports_peak_memory():
 
 def test_bench_step_reports_the_phase_times_and_ratios(warm_policy):
     r = run("bench_step.py", "--model", str(warm_policy), "--steps", "1", "--warmup", "0", "--threads", "1")
-    assert set(r["ratio_critique_over_grpo"]) == {"all_fail", "all_fail_max_critiques_2", "always"}
+    assert set(r["ratio_critique_over_grpo"]) == {"all_fail", "all_fail_max_critiques_2", "always", "async"}
     assert all(v > 0 for v in r["ratio_critique_over_grpo"].values())
     assert r["phases"]["grpo"]["refine"] == 0 and r["phases"]["critique_grpo_always"]["refine"] > 0
+    # async: refinement is off the step (refine 0 there); its one step joins nothing yet, so no lag
+    assert r["phases"]["critique_grpo_async"]["refine"] == 0 and r["async_lag"] is None
+    two = run("bench_step.py", "--model", str(warm_policy), "--steps", "2", "--warmup", "0", "--threads", "1",
+              "--variants", "grpo,critique_grpo_async")
+    assert set(two["seconds_per_step"]) == {"grpo", "critique_grpo_async"} and two["async_lag"] == 1.0
+    assert set(two["ratio_critique_over_grpo"]) == {"async"}
 
 
 def test_bench_overlap_measures_both_settings_against_the_stub_critic(warm_policy):
