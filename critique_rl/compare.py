@@ -27,7 +27,7 @@ import yaml
 
 from critique_rl.config import Config, apply_overrides, config_from_dict
 from critique_rl.entropy_law import WINDOW, fit_on_prefix, pairs_from_run, window_points
-from critique_rl.pipeline import ensure_warm_start, run_training
+from critique_rl.pipeline import ensure_critic_model, ensure_warm_start, run_training, wants_critic_model
 from critique_rl.report import (
     cell,
     column_title,
@@ -37,6 +37,7 @@ from critique_rl.report import (
     plot_runs,
     seeds_note,
 )
+from critique_rl.warmstart import CRITIC_MODEL_OVERRIDES
 
 # The entropy bonus's coefficient (loss.entropy_coef) for the entropy_bonus method, measured on the
 # entropy preset (seed 0): at 0.05 the bonus held token entropy near its start (0.11-0.13 nats) for
@@ -64,6 +65,9 @@ METHODS: dict[str, list[str]] = {
     "critic_indicative": ["method=critique_grpo", "critic.critique_type=indicative"],
     "critic_noise25": ["method=critique_grpo", "critic.noise=0.25"],
     "critic_noise50": ["method=critique_grpo", "critic.noise=0.5"],
+    # the tiny critic model behind the hf backend; critic.model on the command line names one
+    # (else each seed trains its own into DIR/seed{N}/critic_model)
+    "critic_model_hf": ["method=critique_grpo", *(o for o in CRITIC_MODEL_OVERRIDES if not o.startswith("critic.model="))],
 }
 INTERVENTIONS = ["clip_higher", "clip_cov", "kl_cov", "gppo", "top_entropy", "entropy_bonus"]
 COMBINED = "critique_grpo+best"
@@ -235,7 +239,10 @@ def run_compare(cfg: Config, out: Path, methods: list[str], show_progress: bool 
     k = cfg.eval.pass_k
 
     def method_cfg(overrides: list[str]) -> Config:
-        return apply_overrides(copy.deepcopy(cfg), [f"model.name_or_path={ws_dir}", *overrides])
+        run_cfg = apply_overrides(copy.deepcopy(cfg), [f"model.name_or_path={ws_dir}", *overrides])
+        if wants_critic_model(run_cfg) and run_cfg.method == "critique_grpo":
+            run_cfg = apply_overrides(run_cfg, [f"critic.model={ensure_critic_model(run_cfg, out, show_progress)}"])
+        return run_cfg
 
     summaries: dict[str, dict] = {}
     overrides_used: dict[str, list[str]] = {m: METHODS[m] for m in methods if m != COMBINED}

@@ -167,6 +167,7 @@ class WarmStartConfig:
     num_heads: int = _f(4, "Tiny Qwen2 attention heads.", ge=1)
     intermediate_size: int = _f(512, "Tiny Qwen2 MLP width.", ge=1)
     max_position_embeddings: int = _f(256, "Tiny Qwen2 context length (characters).", ge=1)
+    misconception_fraction: float = _f(0.0, "Share of solve transcripts that are hard problems solved with a systematic misconception: every result of hard_threshold or more written without its leading digit (47+38+29: 47+38=85; 85+29=14; answer 14), the slip task.wrong_attempt makes now and then, made always. The warm-started policy then fails hard problems persistently (pass@k ~ 0 at any k, so GRPO has nothing to reinforce) and still uses critiques (its refinement transcripts): the plateau preset. 0: solve transcripts are easy problems only, and no random draw for this (the warm start is the same as without the field).", ge=0, le=1)
     critique_fraction: float = _f(0.0, "Share of critique transcripts in the warm-start mix (self-critique, multi-task): the critic prompt (critic.prompt_template, rendered as critic.backend sees it) of a correct, wrong or flawed attempt -> the rule critic's chain-of-thought critique, drawn as for the critic model (critic_model.correct_fraction, flawed_fraction, hard_fraction), so the policy learns to critique for critic.backend self. Critic prompts are ~330-420 characters: max_position_embeddings must hold them (preset self-critic: 512). 0: none, and no random draw for them (the warm start is the same as without the field).", ge=0, le=1)
 
 

@@ -1,6 +1,7 @@
 """Warm starts: tiny models trained from scratch on (prompt, completion) transcripts.
 
-* The policy (``warm_start``): solve transcripts of easy problems (never hard ones), refinement
+* The policy (``warm_start``): solve transcripts of easy problems (hard ones only as
+  ``warmstart.misconception_fraction``'s systematically wrong solutions), refinement
   transcripts (question, wrong attempt, critique -> corrected solution) on easy and hard
   problems, and with ``warmstart.critique_fraction`` critique transcripts, so that the policy
   can critique its own attempts (``critic.backend: self``).
@@ -39,6 +40,7 @@ from critique_rl.tasks.arithmetic import (
     STEP_SEPARATOR,
     Problem,
     ProblemSource,
+    misconceived_solution,
     noisy_solution,
     verify,
     wrong_attempt,
@@ -180,6 +182,10 @@ class TranscriptMaker:
         if self.critiques is not None and rng.random() < ws.critique_fraction:
             return self.critiques.pair(rng)
         if rng.random() >= ws.refine_fraction:
+            # No draw at misconception_fraction 0, as for critique_fraction.
+            if ws.misconception_fraction and rng.random() < ws.misconception_fraction:
+                p = self.source.sample(rng, hard=True)
+                return self.solve.render(question=p.question), misconceived_solution(p, self.cfg.task.hard_threshold)
             p = self.source.sample(rng, hard=False)
             solution = noisy_solution(rng, p, ws.result_noise) if ws.result_noise else p.solution
             return self.solve.render(question=p.question), solution

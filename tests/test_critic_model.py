@@ -198,6 +198,29 @@ def test_pipeline_critic_model_trains_it_into_out_and_critiques_with_it(tmp_path
         "tiny --critic model + pipeline.equal_compute=false train.steps=2"
 
 
+def test_compare_critic_model_method_trains_one_critic_model_per_seed_or_uses_the_given_one(tmp_path, critic_model_dir):
+    """`compare --methods critic_model_hf`: Critique-GRPO with the critic model behind the hf backend,
+    trained once into the seed's folder, or the one critic.model names."""
+    import yaml
+
+    from critique_rl.compare import run_compare
+
+    cfg = load_config("tiny", ["train.steps=1", "critic_model.eval_problems=0", "eval.every=0", "eval.probe_prompts=0"])
+    own = run_compare(cfg, tmp_path / "own", ["critic_model_hf"], show_progress=False)
+    run_cfg = yaml.safe_load((tmp_path / "own" / "critic_model_hf" / "config.yaml").read_text())
+    assert (run_cfg["method"], run_cfg["critic"]["backend"], run_cfg["critic"]["api"]) == ("critique_grpo", "hf", "completions")
+    assert run_cfg["critic"]["model"] == str(tmp_path / "own" / "critic_model")
+    assert (tmp_path / "own" / "critic_model" / "model.safetensors").is_file() and "critic_model_hf" in own["methods"]
+
+    given = load_config("tiny", ["train.steps=1", "eval.every=0", "eval.probe_prompts=0", f"critic.model={critic_model_dir}"])
+    run_compare(given, tmp_path / "given", ["critic_model_hf"], show_progress=False)
+    assert not (tmp_path / "given" / "critic_model").exists()
+    run_cfg = yaml.safe_load((tmp_path / "given" / "critic_model_hf" / "config.yaml").read_text())
+    assert run_cfg["critic"]["model"] == str(critic_model_dir)
+    rows = [json.loads(line) for line in (tmp_path / "given" / "critic_model_hf" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r.get("critic/requests", 0) for r in rows) > 0
+
+
 # ---------------------------------------------------------------------------- Critique-GRPO with a served critic model
 SLOW = os.environ.get("CRITIQUE_RL_SLOW_TESTS") == "1"
 

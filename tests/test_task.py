@@ -2,17 +2,19 @@
 
 import random
 
-from critique_rl.config import TaskConfig
+from critique_rl.config import TaskConfig, load_config
 from critique_rl.critics.base import CritiqueRequest
 from critique_rl.critics.rule import RuleCritic
 from critique_rl.tasks.arithmetic import (
     ProblemSource,
     extract_answer,
+    misconceived_solution,
     problem_from_operands,
     sample_problem,
     verify,
     wrong_attempt,
 )
+from critique_rl.warmstart import TranscriptMaker
 
 
 def test_reference_solution_and_verifier():
@@ -54,3 +56,30 @@ def test_wrong_attempts_are_wrong_and_well_formed():
         p = sample_problem(rng, TaskConfig(), hard=rng.random() < 0.5)
         attempt = wrong_attempt(rng, p)
         assert verify(p.answer, attempt) == 0.0 and attempt.count(";") == 2
+
+
+def test_misconceived_solutions_drop_the_leading_digit_of_every_result_over_the_threshold():
+    assert misconceived_solution(problem_from_operands((47, 38, 29)), 100) == "47+38=85; 85+29=14; answer 14"
+    assert misconceived_solution(problem_from_operands((60, 45, 30)), 100) == "60+45=5; 5+30=35; answer 35"
+    easy = problem_from_operands((12, 30, 40))
+    assert misconceived_solution(easy, 100) == easy.solution
+
+
+def test_plateau_warm_start_mix_holds_misconceived_hard_solves_at_the_configured_share():
+    cfg = load_config("plateau")
+    source = ProblemSource(cfg.task, 0)
+    maker, rng = TranscriptMaker(cfg, source), random.Random(0)
+    pairs = [maker.pair(rng) for _ in range(4000)]
+    solves = [(q.strip(), c) for q, c in pairs if "try " not in q]      # refinement prompts show an attempt
+    hard = [(q, c) for q, c in solves if sum(map(int, q.split("+"))) >= cfg.task.hard_threshold]
+    assert cfg.warmstart.misconception_fraction == 0.25
+    assert abs(len(hard) / len(solves) - 0.25) < 0.03
+    # Every hard solve is wrong in the same way; the easy ones stay the reference.
+    assert all(c == misconceived_solution(problem_from_operands(tuple(map(int, q.split("+")))), 100) for q, c in hard)
+    assert all(verify(sum(map(int, q.split("+"))), c) == 0.0 for q, c in hard)
+
+    # misconception_fraction 0 draws nothing more: the default's transcripts are unchanged.
+    toy = load_config("toy")
+    default, with_field = TranscriptMaker(toy, source), TranscriptMaker(load_config("toy", ["warmstart.misconception_fraction=0"]), source)
+    a, b = random.Random(3), random.Random(3)
+    assert [default.pair(a) for _ in range(300)] == [with_field.pair(b) for _ in range(300)]

@@ -190,6 +190,22 @@ def wrong_attempt(rng: random.Random, problem: Problem) -> str:
     return STEP_SEPARATOR.join(steps + [f"answer {total}"])
 
 
+def misconceived_solution(problem: Problem, threshold: int) -> str:
+    """The solution under a systematic misconception: every result of ``threshold`` or more is
+    written without its leading digit, and the error carries into the next step and the answer.
+
+    >>> misconceived_solution(problem_from_operands((47, 38, 29)), 100)
+    '47+38=85; 85+29=14; answer 14'
+    """
+    steps, total = [], problem.operands[0]
+    for x in problem.operands[1:]:
+        result = total + x
+        result = int(str(result)[1:]) if result >= threshold else result
+        steps.append(f"{total}+{x}={result}")
+        total = result
+    return STEP_SEPARATOR.join(steps + [f"answer {total}"])
+
+
 def noisy_solution(rng: random.Random, problem: Problem, digit_noise: float) -> str:
     """The reference solution with each digit of each addition result replaced, with chance
     ``digit_noise``, by another digit (never a leading 0); a slip carries into the next step and
