@@ -37,11 +37,11 @@ from critique_rl.critics.prompting import CriticPrompt
 from critique_rl.critics.rule import RuleCritic
 from critique_rl.modeling import build_char_tokenizer, build_tiny_model
 from critique_rl.tasks.arithmetic import (
-    STEP_SEPARATOR,
     Problem,
     ProblemSource,
     misconceived_solution,
     noisy_solution,
+    problem_from_operands,
     verify,
     wrong_attempt,
 )
@@ -88,11 +88,7 @@ def flawed_attempt(rng: random.Random, problem: Problem) -> str:
                 rng.shuffle(operands)
     else:
         return noisy_solution(rng, problem, 0.15)
-    steps, total = [], operands[0]
-    for x in operands[1:]:
-        steps.append(f"{total}+{x}={total + x}")
-        total += x
-    return STEP_SEPARATOR.join(steps + [f"answer {total}"])
+    return problem_from_operands(tuple(operands)).solution      # right arithmetic on these operands
 
 
 class CritiqueTranscripts:

@@ -70,13 +70,14 @@ def test_plateau_warm_start_mix_holds_misconceived_hard_solves_at_the_configured
     source = ProblemSource(cfg.task, 0)
     maker, rng = TranscriptMaker(cfg, source), random.Random(0)
     pairs = [maker.pair(rng) for _ in range(4000)]
-    solves = [(q.strip(), c) for q, c in pairs if "try " not in q]      # refinement prompts show an attempt
-    hard = [(q, c) for q, c in solves if sum(map(int, q.split("+"))) >= cfg.task.hard_threshold]
+    solves = [(problem_from_operands(tuple(map(int, q.split("+")))), c)
+              for q, c in pairs if "try " not in q]      # refinement prompts show an attempt
+    hard = [(p, c) for p, c in solves if p.answer >= cfg.task.hard_threshold]
     assert cfg.warmstart.misconception_fraction == 0.25
     assert abs(len(hard) / len(solves) - 0.25) < 0.03
     # Every hard solve is wrong in the same way; the easy ones stay the reference.
-    assert all(c == misconceived_solution(problem_from_operands(tuple(map(int, q.split("+")))), 100) for q, c in hard)
-    assert all(verify(sum(map(int, q.split("+"))), c) == 0.0 for q, c in hard)
+    assert all(c == misconceived_solution(p, 100) for p, c in hard)
+    assert all(verify(p.answer, c) == 0.0 for p, c in hard)
 
     # misconception_fraction 0 draws nothing more: the default's transcripts are unchanged.
     toy = load_config("toy")

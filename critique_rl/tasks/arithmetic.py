@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from critique_rl.config import TaskConfig
@@ -167,27 +168,43 @@ def token_kinds(problem: Problem, token_texts: list[str]) -> list[str]:
     return out
 
 
+def carried_solution(problem: Problem, write: Callable[[int, int], int]) -> str:
+    """The solution with the result of addition ``i`` written as ``write(i, result)``; a result
+    written wrong carries into the next step and the final answer, as a model's own slip would.
+
+    >>> carried_solution(problem_from_operands((47, 38, 29)), lambda i, r: r + 1 if i == 0 else r)
+    '47+38=86; 86+29=115; answer 115'
+    """
+    steps, total = [], problem.operands[0]
+    for i, x in enumerate(problem.operands[1:]):
+        result = write(i, total + x)
+        steps.append(f"{total}+{x}={result}")
+        total = result
+    return STEP_SEPARATOR.join(steps + [f"answer {total}"])
+
+
+def without_leading_digit(n: int) -> int:
+    """114 -> 14: the slip of a model that has not learned results with more digits than usual."""
+    return int(str(n)[1:])
+
+
 def wrong_attempt(rng: random.Random, problem: Problem) -> str:
     """A plausible wrong solution: one addition goes wrong and the error propagates.
 
     The errors mimic a model that has not learned a skill: a dropped leading digit on results
     with more digits than usual, or an off-by-a-few/tens slip.
     """
-    operands = problem.operands
-    bad = rng.randrange(len(operands) - 1)
-    steps, total = [], operands[0]
-    for i, x in enumerate(operands[1:]):
-        result = total + x
-        if i == bad:
-            if result >= 100 and rng.random() < 0.5:
-                wrong = int(str(result)[1:])
-            else:
-                wrong = result + rng.choice([-10, -2, -1, 1, 2, 10])
-                wrong = wrong if wrong >= 0 and wrong != result else result + 1
-            result = wrong
-        steps.append(f"{total}+{x}={result}")
-        total = result
-    return STEP_SEPARATOR.join(steps + [f"answer {total}"])
+    bad = rng.randrange(len(problem.operands) - 1)
+
+    def write(i: int, result: int) -> int:
+        if i != bad:
+            return result
+        if result >= 100 and rng.random() < 0.5:
+            return without_leading_digit(result)
+        wrong = result + rng.choice([-10, -2, -1, 1, 2, 10])
+        return wrong if wrong >= 0 and wrong != result else result + 1
+
+    return carried_solution(problem, write)
 
 
 def misconceived_solution(problem: Problem, threshold: int) -> str:
@@ -197,13 +214,7 @@ def misconceived_solution(problem: Problem, threshold: int) -> str:
     >>> misconceived_solution(problem_from_operands((47, 38, 29)), 100)
     '47+38=85; 85+29=14; answer 14'
     """
-    steps, total = [], problem.operands[0]
-    for x in problem.operands[1:]:
-        result = total + x
-        result = int(str(result)[1:]) if result >= threshold else result
-        steps.append(f"{total}+{x}={result}")
-        total = result
-    return STEP_SEPARATOR.join(steps + [f"answer {total}"])
+    return carried_solution(problem, lambda _, result: without_leading_digit(result) if result >= threshold else result)
 
 
 def noisy_solution(rng: random.Random, problem: Problem, digit_noise: float) -> str:
@@ -211,15 +222,14 @@ def noisy_solution(rng: random.Random, problem: Problem, digit_noise: float) -> 
     ``digit_noise``, by another digit (never a leading 0); a slip carries into the next step and
     the final answer, so the transcript stays self-consistent. ``digit_noise`` = 0 gives the solution.
     """
-    steps, total = [], problem.operands[0]
-    for x in problem.operands[1:]:
-        digits = list(str(total + x))
+    def write(_: int, result: int) -> int:
+        digits = list(str(result))
         for i, d in enumerate(digits):
             if rng.random() < digit_noise:
                 digits[i] = rng.choice([c for c in "0123456789" if c != d and (i or c != "0")])
-        steps.append(f"{total}+{x}={''.join(digits)}")
-        total = int("".join(digits))
-    return STEP_SEPARATOR.join(steps + [f"answer {total}"])
+        return int("".join(digits))
+
+    return carried_solution(problem, write)
 
 
 EVAL_SEED = 1_000_003
